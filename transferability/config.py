@@ -1,0 +1,81 @@
+"""The scoring config of metrics.md §8: every choice a stored score depends on, and its hash.
+
+A ranking request may override any field; the canonical JSON of the full config (defaults
+filled in) plus the scoring code version is hashed, and a score row is reused only for an equal
+hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+SCORING_CODE_VERSION = "1"
+"""Bump when a change alters any score for the same inputs; it is part of the config hash."""
+
+DecoderInit = Literal["kaiming", "xavier", "gaussian"]
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """Defaults follow metrics.md; `None` stage lists mean the spec's default stages."""
+
+    seed: int = 0
+    n_samples: int = 4096
+    grtd_stages: tuple[str, ...] | None = None  # default: the two finest decoder stages
+    lam: float = 1.0
+    quantile: float = 0.9
+    lbtc_stages: tuple[str, ...] | None = None  # default: the two deepest encoder stages
+    k: int = 5
+    n_anchors: int = 512
+    decoder_init: DecoderInit = "kaiming"
+    decoder_seed: int = 0
+    baselines: bool = True
+    baseline_stage: str | None = None  # default: the finest GRTD stage
+    sw_overlap: float = 0.5
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.n_samples < 2:
+            raise ValueError("n_samples must be >= 2")
+        if not 0.0 < self.quantile <= 1.0:
+            raise ValueError("quantile must be in (0, 1]")
+        if self.lam <= 0:
+            raise ValueError("lam must be > 0")
+        if self.k < 1 or self.k % 2 == 0:
+            raise ValueError("k must be a positive odd integer")
+        if self.n_anchors < 1:
+            raise ValueError("n_anchors must be >= 1")
+        if self.decoder_init not in ("kaiming", "xavier", "gaussian"):
+            raise ValueError("decoder_init must be one of kaiming, xavier, gaussian")
+        if not 0.0 <= self.sw_overlap < 1.0:
+            raise ValueError("sw_overlap must be in [0, 1)")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "ScoringConfig":
+        """Build from a request's JSON; unknown keys are an error, lists become tuples."""
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown scoring config key(s): {', '.join(unknown)}")
+        for key in ("grtd_stages", "lbtc_stages"):
+            if data.get(key) is not None:
+                data[key] = tuple(str(s) for s in data[key])
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("grtd_stages", "lbtc_stages"):
+            if out[key] is not None:
+                out[key] = list(out[key])
+        return out
+
+    def canonical_json(self) -> str:
+        return json.dumps({"config": self.to_dict(), "code": SCORING_CODE_VERSION}, sort_keys=True, separators=(",", ":"))
+
+    def hash(self) -> str:
+        """sha256 of the canonical JSON: the key of score reuse."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
