@@ -1,0 +1,207 @@
+"""Registry tables (architecture.md "Registry entities"); alembic migrations mirror this module.
+
+Ids are opaque prefixed tokens (`mdl_…`, `ps_…`, `rk_…`); times are timezone-aware UTC. A model
+with `tenant_id` NULL belongs to the shared zoo and is visible to every tenant (read-only).
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+MODEL_STATUSES = ("validating", "ready", "invalid")
+JOB_STATUSES = ("queued", "running", "succeeded", "partial", "failed", "cancelled")
+ITEM_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+TERMINAL_ITEM = frozenset({"succeeded", "failed", "cancelled"})
+TERMINAL_JOB = frozenset({"succeeded", "partial", "failed", "cancelled"})
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    """An opaque, unguessable id such as `ps_3f9c…` (96 random bits)."""
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("tn"))
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """An API key, stored as HMAC-SHA256(secret_key, key); `prefix` is shown to admins only."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("key"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Model(Base):
+    """A candidate encoder: validated spec, stored checkpoint, and the worker's load verdict."""
+
+    __tablename__ = "models"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("mdl"))
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=True, index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    format: Mapped[str] = mapped_column(String(32))
+    catalog: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    stages: Mapped[list[Any]] = mapped_column(JSON)
+    checkpoint_path: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="validating")
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    load_report: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    validated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class PilotSet(Base):
+    """A labelled pilot set; cases live under per-tenant storage, `storage_path` is relative."""
+
+    __tablename__ = "pilot_sets"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ps"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="ready")
+    layout: Mapped[str] = mapped_column(String(16))
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON)
+    num_foreground: Mapped[int] = mapped_column(Integer)
+    channels: Mapped[dict[str, Any]] = mapped_column(JSON)
+    storage_path: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    cases: Mapped[list["PilotCase"]] = relationship(
+        back_populates="pilot_set", cascade="all, delete-orphan", passive_deletes=True, order_by="PilotCase.position"
+    )
+
+
+class PilotCase(Base):
+    __tablename__ = "pilot_cases"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("case"))
+    pilot_set_id: Mapped[str] = mapped_column(ForeignKey("pilot_sets.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    shape: Mapped[list[Any]] = mapped_column(JSON)
+    spacing: Mapped[list[Any]] = mapped_column(JSON)
+    voxels_per_class: Mapped[dict[str, Any]] = mapped_column(JSON)
+    n_channels: Mapped[int] = mapped_column(Integer)
+    pilot_set: Mapped[PilotSet] = relationship(back_populates="cases")
+
+
+class RankingJob(Base):
+    __tablename__ = "ranking_jobs"
+    __table_args__ = (UniqueConstraint("tenant_id", "idempotency_key", name="uq_ranking_jobs_idempotency"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("rk"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    pilot_set_id: Mapped[str] = mapped_column(ForeignKey("pilot_sets.id", ondelete="CASCADE"), index=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    config_hash: Mapped[str] = mapped_column(String(64))
+    fusion: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    items: Mapped[list["RankingItem"]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", passive_deletes=True, order_by="RankingItem.position"
+    )
+
+
+class RankingItem(Base):
+    """One (ranking, model) unit of work: one Celery task, its progress and its score row."""
+
+    __tablename__ = "ranking_items"
+    __table_args__ = (UniqueConstraint("ranking_id", "model_id", name="uq_ranking_items_ranking_model"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("it"))
+    ranking_id: Mapped[str] = mapped_column(ForeignKey("ranking_jobs.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    stage: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    score_id: Mapped[str | None] = mapped_column(ForeignKey("model_scores.id", ondelete="SET NULL"), nullable=True)
+    reused: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    job: Mapped[RankingJob] = relationship(back_populates="items")
+    score: Mapped["ModelScore | None"] = relationship()
+
+
+class ModelScore(Base):
+    """Raw per-model scores, unique on (pilot set, model, config hash) and reused across rankings."""
+
+    __tablename__ = "model_scores"
+    __table_args__ = (
+        UniqueConstraint("pilot_set_id", "model_id", "config_hash", name="uq_model_scores_key"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("sc"))
+    pilot_set_id: Mapped[str] = mapped_column(ForeignKey("pilot_sets.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    config_hash: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    grtd: Mapped[float] = mapped_column(Float)
+    lbtc: Mapped[float] = mapped_column(Float)
+    baselines: Mapped[dict[str, Any]] = mapped_column(JSON)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    timings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    checkpoint_sha256: Mapped[str] = mapped_column(String(64))
+    code_version: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Evaluation(Base):
+    __tablename__ = "evaluations"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ev"))
+    ranking_id: Mapped[str] = mapped_column(ForeignKey("ranking_jobs.id", ondelete="CASCADE"), index=True)
+    truth: Mapped[dict[str, Any]] = mapped_column(JSON)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+Index("ix_ranking_items_status", RankingItem.status)
+Index("ix_models_status", Model.status)
