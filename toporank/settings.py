@@ -34,7 +34,11 @@ class Settings(BaseSettings):
     max_archive_entries: int = Field(default=10_000, gt=0)
     max_compression_ratio: float = Field(default=200.0, gt=1)
     max_extracted_bytes: int = Field(default=20 * 1024**3, gt=0)
+    max_case_voxels: int = Field(default=512 * 512 * 1024, gt=0, description="Per NIfTI file, checked from its header.")
+    max_pilot_cases: int = Field(default=2000, gt=0)
+    max_task_attempts: int = Field(default=3, gt=0, description="Deliveries of one scoring task before it fails.")
     visibility_timeout_s: int = Field(default=6 * 3600, gt=0, description="Redis redelivery; above the longest task.")
+    task_queue: str = Field(default="toporank", min_length=1, max_length=100, description="Celery queue name.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     log_level: str = "INFO"
     host: str = "127.0.0.1"

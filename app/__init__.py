@@ -1,0 +1,1 @@
+"""TopoRank HTTP API (FastAPI). Never imports torch: checkpoints are loaded by the worker."""

@@ -1,0 +1,49 @@
+"""FastAPI dependencies: the app context, a database session, and the caller's tenant."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+
+from app.context import AppContext
+from app.errors import ApiError
+from models_registry.tenants import hash_key, tenant_id_for_key
+
+
+def get_ctx(request: Request) -> AppContext:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+def get_session(ctx: Annotated[AppContext, Depends(get_ctx)]) -> Iterator[Session]:
+    session = ctx.sessions()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def get_tenant(
+    ctx: Annotated[AppContext, Depends(get_ctx)],
+    x_api_key: Annotated[str | None, Header(description="Tenant API key from `toporank create-tenant`.")] = None,
+) -> str:
+    """The tenant id owning the `X-API-Key` header; 401 otherwise."""
+    if not x_api_key:
+        raise ApiError(401, "missing_api_key", "send your API key in the X-API-Key header")
+    digest = hash_key(x_api_key, ctx.settings.secret_key)
+    tenant = ctx.auth_cache.get(digest)
+    if tenant is not None:
+        return tenant
+    with ctx.sessions() as session:
+        tenant = tenant_id_for_key(session, x_api_key, ctx.settings.secret_key)
+    if tenant is None:
+        raise ApiError(401, "invalid_api_key", "unknown or revoked API key")
+    ctx.auth_cache.put(digest, tenant)
+    return tenant
+
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+Db = Annotated[Session, Depends(get_session)]
+TenantId = Annotated[str, Depends(get_tenant)]

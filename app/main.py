@@ -1,0 +1,50 @@
+"""The FastAPI application factory (`uvicorn app.main:create_app --factory`)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+import toporank
+from app.context import AppContext, Dispatcher
+from app.errors import install_error_handlers
+from app.metrics import Metrics, MetricsMiddleware
+from app.routes import health, models, pilot_sets, rankings
+from app.storage import Storage
+from models_registry.db import make_engine, make_sessionmaker
+from toporank.settings import Settings, get_settings
+
+DESCRIPTION = """Training-free ranking of 3D medical self-supervised encoders for a segmentation task.
+
+Authenticate with the `X-API-Key` header (`toporank create-tenant NAME` prints a key). Objects of
+another tenant answer 404. Errors are JSON `{code, detail, errors?}` with a stable `code`.
+Flow: upload a pilot set, register models, start a ranking, poll it, read `/v1/rank`.
+"""
+
+
+def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None = None) -> FastAPI:
+    """Build the API; `dispatcher` defaults to Celery (tests pass a recorder)."""
+    settings = settings or get_settings()
+    logging.basicConfig(level=settings.log_level.upper())
+    engine = make_engine(settings.sqlalchemy_url)
+    sessions = make_sessionmaker(engine)
+    if dispatcher is None:
+        from app.dispatch import CeleryDispatcher
+
+        dispatcher = CeleryDispatcher(settings)
+    metrics = Metrics(sessions)
+    app = FastAPI(title="TopoRank", version=toporank.__version__, description=DESCRIPTION)
+    app.state.ctx = AppContext(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        storage=Storage(settings.storage_root),
+        dispatcher=dispatcher,
+        metrics=metrics,
+    )
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    for module in (health, models, pilot_sets, rankings):
+        app.include_router(module.router)
+    return app

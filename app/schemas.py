@@ -1,0 +1,167 @@
+"""Request and response bodies of the v1 API (they document the contract in OpenAPI)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorItem(BaseModel):
+    file: str | None = None
+    field: str | None = None
+    problem: str
+
+
+class ErrorBody(BaseModel):
+    """Every error: a stable `code`, a human `detail`, optional per-file/field problems."""
+
+    code: str
+    detail: str
+    errors: list[ErrorItem] | None = None
+
+
+class ErrorInfo(BaseModel):
+    code: str
+    detail: str | None = None
+
+
+class ModelOut(BaseModel):
+    """A registered model. `status` is `validating` until a worker has loaded the checkpoint,
+    then `ready` (with `load_report` and verified `stages`) or `invalid` (with `error`)."""
+
+    id: str
+    name: str
+    format: str
+    catalog: str | None
+    ssl_method: str | None
+    shared: bool
+    sha256: str
+    size_bytes: int
+    status: str
+    error: ErrorInfo | None
+    stages: list[dict[str, Any]]
+    preprocessing: dict[str, Any] | None
+    load_report: dict[str, Any] | None
+    created_at: datetime
+    validated_at: datetime | None
+
+
+class ModelList(BaseModel):
+    models: list[ModelOut]
+
+
+class CaseOut(BaseModel):
+    id: str
+    shape: list[int]
+    spacing: list[float]
+    n_channels: int
+    voxels_per_class: dict[str, int] = Field(description="label value -> voxel count")
+
+
+class PilotSetOut(BaseModel):
+    id: str
+    name: str
+    layout: str = Field(description="nnunet or msd (auto-detected)")
+    labels: dict[str, int] = Field(description="label name -> value; 0 is background")
+    K: int = Field(description="number of foreground classes")
+    channels: dict[str, str]
+    n_cases: int
+    cases: list[CaseOut] | None = None
+    created_at: datetime
+
+
+class PilotSetList(BaseModel):
+    pilot_sets: list[PilotSetOut]
+
+
+class FusionParams(BaseModel):
+    """metrics.md §5: alpha = sigmoid(a (ln K - b)) unless `alpha` pins it."""
+
+    model_config = ConfigDict(extra="forbid")
+    a: float = 6.0
+    b: float | None = Field(default=None, description="default ln 2.5")
+    alpha: float | None = Field(default=None, ge=0.0, le=1.0)
+
+
+class RankingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pilot_set_id: str
+    model_ids: list[str] = Field(min_length=1, max_length=500)
+    config: dict[str, Any] | None = Field(default=None, description="ScoringConfig overrides (metrics.md)")
+    fusion: FusionParams | None = None
+
+
+class ItemOut(BaseModel):
+    model_id: str
+    model_name: str | None
+    status: str
+    stage: str | None
+    progress: float
+    attempts: int
+    reused: bool = Field(description="score reused from an earlier ranking with the same config hash")
+    error: ErrorInfo | None
+    grtd: float | None
+    lbtc: float | None
+    baselines: dict[str, Any] | None
+    timings: dict[str, Any] | None
+    result: dict[str, Any] | None
+
+
+class RankingOut(BaseModel):
+    id: str
+    pilot_set_id: str
+    status: str = Field(description="queued, running, succeeded, partial, failed or cancelled")
+    progress: float
+    config: dict[str, Any]
+    config_hash: str
+    fusion: dict[str, Any]
+    cancel_requested: bool
+    error: str | None
+    items: list[ItemOut]
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class RankingList(BaseModel):
+    rankings: list[RankingOut]
+
+
+class RankedModel(BaseModel):
+    rank: int
+    model_id: str
+    name: str | None
+    fused: float
+    grtd: float
+    lbtc: float
+    grtd_norm: float
+    lbtc_norm: float
+
+
+class RankOut(BaseModel):
+    ranking_id: str
+    status: str
+    partial: bool
+    K: int
+    alpha: float
+    a: float
+    b: float
+    models: list[RankedModel]
+    missing: list[str]
+
+
+class EvaluationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    truth: dict[str, float] = Field(description="model id -> fine-tuned Dice (higher is better)")
+
+
+class EvaluationOut(BaseModel):
+    id: str
+    ranking_id: str
+    n_models: int
+    metrics: dict[str, dict[str, Any]] = Field(
+        description="per score (fused, grtd, lbtc, each baseline): weighted_tau, kendall_tau, spearman, top1_regret"
+    )
+    created_at: datetime

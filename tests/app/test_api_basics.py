@@ -1,0 +1,56 @@
+"""Auth, errors, health, readiness, metrics, OpenAPI."""
+
+from __future__ import annotations
+
+
+def test_healthz_and_openapi(api):
+    assert api.get("/healthz").json() == {"status": "ok"}
+    spec = api.get("/openapi.json").json()
+    for path in ("/v1/models", "/v1/pilot-sets", "/v1/rankings", "/v1/rank", "/v1/rankings/{ranking_id}/evaluation"):
+        assert path in spec["paths"]
+    assert "multipart/form-data" in spec["paths"]["/v1/models"]["post"]["requestBody"]["content"]
+    assert "validating" in spec["paths"]["/v1/models"]["post"]["description"]
+    assert api.get("/docs").status_code == 200
+
+
+def test_auth_missing_and_invalid_key(api, keys):
+    r = api.get("/v1/models")
+    assert r.status_code == 401 and r.json()["code"] == "missing_api_key"
+    r = api.get("/v1/models", headers={"X-API-Key": "trk_nope"})
+    assert r.status_code == 401 and r.json()["code"] == "invalid_api_key"
+    r = api.get("/v1/models", headers={"X-API-Key": keys["a"]})
+    assert r.status_code == 200 and r.json() == {"models": []}
+
+
+def test_keys_are_stored_hashed(api, keys, sessions):
+    from models_registry.tables import ApiKey
+
+    with sessions() as s:
+        hashes = [k.key_hash for k in s.query(ApiKey).all()]
+    assert len(hashes) == 2
+    assert keys["a"] not in hashes and all(len(h) == 64 for h in hashes)
+
+
+def test_unknown_route_and_validation_error_shape(api, keys):
+    r = api.get("/v1/nothing", headers={"X-API-Key": keys["a"]})
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
+    r = api.post("/v1/rankings", json={"pilot_set_id": 3}, headers={"X-API-Key": keys["a"]})
+    body = r.json()
+    assert r.status_code == 422 and body["code"] == "validation_error"
+    assert {e["field"] for e in body["errors"]} >= {"model_ids"}
+
+
+def test_readyz_reflects_broker(api, dispatcher):
+    r = api.get("/readyz")
+    assert r.status_code == 200 and r.json()["checks"] == {"database": True, "broker": True}
+    dispatcher.ok = False
+    r = api.get("/readyz")
+    assert r.status_code == 503 and r.json()["checks"]["broker"] is False and r.json()["code"] == "not_ready"
+
+
+def test_metrics_count_requests_by_route_template(api, keys):
+    api.get("/v1/models/mdl_x", headers={"X-API-Key": keys["a"]})
+    text = api.get("/metrics").text
+    assert 'toporank_http_requests_total{method="GET",route="/v1/models/{model_id}",status="404"} 1.0' in text
+    assert "mdl_x" not in text
+    assert "toporank_ranking_items" in text

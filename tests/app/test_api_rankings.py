@@ -1,0 +1,241 @@
+"""Rankings: creation, idempotency, score reuse, cancel, read-time fusion, evaluation, isolation.
+
+Score rows are written here the way the worker writes them (models_registry), so these tests
+exercise the API's side of the contract; the worker side runs for real in tests/integration.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from models_registry.jobs import refresh_job
+from models_registry.tables import Model, ModelScore, RankingItem, RankingJob
+from toporank_fixtures import nnunet_files, write_zip
+from transferability.evaluation import kendall_tau, spearman, top1_regret, weighted_tau
+from transferability.fusion import fuse
+
+SPEC = {"name": "m", "format": "nnssl", "catalog": "demo-resenc-mae"}
+
+
+@pytest.fixture
+def world(api, keys, tmp_path):  # type: ignore[no-untyped-def]
+    """Tenant a: one pilot set (K=2) and four models."""
+    h = {"X-API-Key": keys["a"]}
+    with open(write_zip(tmp_path / "p.zip", nnunet_files(2)), "rb") as fh:
+        ps = api.post("/v1/pilot-sets", headers=h, files={"archive": ("p.zip", fh)}).json()
+    models = []
+    for i in range(4):
+        spec = {**SPEC, "name": f"model-{i}"}
+        r = api.post("/v1/models", headers=h, files={"spec": (None, json.dumps(spec)), "checkpoint": ("c", f"w{i}".encode() * 50)})
+        models.append(r.json()["id"])
+    return {"h": h, "ps": ps["id"], "models": models}
+
+
+def start(api, world, models=None, config=None, key=None, **extra):  # type: ignore[no-untyped-def]
+    body = {"pilot_set_id": world["ps"], "model_ids": models or world["models"], **extra}
+    if config is not None:
+        body["config"] = config
+    headers = dict(world["h"])
+    if key:
+        headers["Idempotency-Key"] = key
+    return api.post("/v1/rankings", headers=headers, json=body)
+
+
+SCORES = {0: (-0.30, 0.80), 1: (-0.10, 0.70), 2: (-0.20, 0.95), 3: (-0.50, 0.60)}
+
+
+def complete(sessions, ranking_id, fail=(), baselines=True):  # type: ignore[no-untyped-def]
+    """Write score rows and finish items as the worker does."""
+    with sessions() as s:
+        job = s.get(RankingJob, ranking_id)
+        for it in job.items:
+            idx = [m.id for m in s.query(Model).order_by(Model.created_at, Model.id)].index(it.model_id)
+            if idx in fail:
+                it.status, it.error_code, it.error_detail = "failed", "scoring_error", "boom"
+                continue
+            g, l = SCORES[idx]
+            sc = ModelScore(pilot_set_id=job.pilot_set_id, model_id=it.model_id, config_hash=job.config_hash, config=job.config,
+                            grtd=g, lbtc=l, baselines={"logme": 0.1 * idx, "gbc": -float(idx)} if baselines else {},
+                            result={"grtd": g, "lbtc": l}, timings={"total_s": 1.0}, checkpoint_sha256="0" * 64, code_version="1")
+            s.add(sc)
+            s.flush()
+            it.status, it.score_id, it.progress = "succeeded", sc.id, 1.0
+        s.flush()
+        refresh_job(s, ranking_id)
+        s.commit()
+
+
+def test_create_ranking_dispatches_one_task_per_model(api, world, dispatcher, sessions):
+    r = start(api, world)
+    assert r.status_code == 202, r.text
+    body = r.json()
+    assert body["status"] == "queued" and body["progress"] == 0
+    assert r.headers["Location"] == f"/v1/rankings/{body['id']}"
+    assert [it["model_id"] for it in body["items"]] == world["models"]
+    assert all(it["status"] == "queued" and it["grtd"] is None for it in body["items"])
+    with sessions() as s:
+        item_ids = [it.id for it in s.get(RankingJob, body["id"]).items]
+    assert sorted(dispatcher.scored) == sorted(item_ids)
+    assert len(body["config_hash"]) == 64 and body["config"]["n_samples"] == 4096
+
+
+def test_idempotency_key(api, world, dispatcher):
+    first = start(api, world, key="k-1")
+    again = start(api, world, key="k-1")
+    assert again.status_code == 202 and again.json()["id"] == first.json()["id"]
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert len(dispatcher.scored) == 4
+    other = start(api, world, models=world["models"][:2], key="k-1")
+    assert other.status_code == 409 and other.json()["code"] == "idempotency_conflict"
+    assert start(api, world, key="k-2").json()["id"] != first.json()["id"]
+
+
+def test_rank_409_until_done_then_fused_order(api, world, sessions):
+    rid = start(api, world).json()["id"]
+    r = api.get("/v1/rank", params={"ranking_id": rid}, headers=world["h"])
+    assert r.status_code == 409 and r.json()["code"] == "ranking_incomplete" and r.headers["Retry-After"] == "5"
+    r = api.get("/v1/rank", params={"ranking_id": rid, "partial": "true"}, headers=world["h"])
+    assert r.status_code == 409 and r.json()["code"] == "no_scores"
+    complete(sessions, rid)
+    ranking = api.get(f"/v1/rankings/{rid}", headers=world["h"]).json()
+    assert ranking["status"] == "succeeded" and ranking["progress"] == 1.0
+    assert ranking["items"][2]["grtd"] == SCORES[2][0] and ranking["items"][2]["baselines"]["logme"] == pytest.approx(0.2)
+    body = api.get("/v1/rank", params={"ranking_id": rid}, headers=world["h"]).json()
+    expected = fuse({world["models"][i]: SCORES[i] for i in range(4)}, 2)
+    assert body["alpha"] == pytest.approx(expected.alpha) and body["K"] == 2 and body["partial"] is False
+    assert [m["model_id"] for m in body["models"]] == [m.model_id for m in expected.models]
+    for got, exp in zip(body["models"], expected.models):
+        assert got["rank"] == exp.rank and got["fused"] == pytest.approx(exp.score)
+        assert got["grtd_norm"] == pytest.approx(exp.grtd_norm) and got["lbtc_norm"] == pytest.approx(exp.lbtc_norm)
+        assert got["name"].startswith("model-")
+    pinned = api.get("/v1/rank", params={"ranking_id": rid, "alpha": 1.0}, headers=world["h"]).json()
+    assert pinned["alpha"] == 1.0 and pinned["models"][0]["model_id"] == world["models"][1]  # best GRTD
+    again = api.get("/v1/rank", params={"ranking_id": rid}, headers=world["h"]).json()
+    assert again == body
+
+
+def test_fusion_params_stored_with_the_ranking(api, world, sessions):
+    rid = start(api, world, fusion={"alpha": 0.0}).json()["id"]
+    complete(sessions, rid)
+    body = api.get("/v1/rank", params={"ranking_id": rid}, headers=world["h"]).json()
+    assert body["alpha"] == 0.0 and body["models"][0]["model_id"] == world["models"][2]  # best LBTC
+
+
+def test_score_reuse_without_recomputation(api, world, dispatcher, sessions):
+    rid = start(api, world, config={"n_samples": 256}).json()["id"]
+    complete(sessions, rid)
+    dispatcher.scored.clear()
+    r = start(api, world, config={"n_samples": 256})
+    body = r.json()
+    assert body["status"] == "succeeded" and all(it["reused"] for it in body["items"])
+    assert dispatcher.scored == []
+    assert api.get("/v1/rank", params={"ranking_id": body["id"]}, headers=world["h"]).status_code == 200
+    other = start(api, world, config={"n_samples": 512}).json()
+    assert other["status"] == "queued" and len(dispatcher.scored) == 4 and other["config_hash"] != body["config_hash"]
+    with sessions() as s:
+        assert s.query(ModelScore).count() == 4
+
+
+def test_partial_results(api, world, sessions):
+    rid = start(api, world).json()["id"]
+    complete(sessions, rid, fail=(3,))
+    body = api.get(f"/v1/rankings/{rid}", headers=world["h"]).json()
+    assert body["status"] == "partial" and body["items"][3]["error"] == {"code": "scoring_error", "detail": "boom"}
+    r = api.get("/v1/rank", params={"ranking_id": rid}, headers=world["h"])
+    assert r.status_code == 409 and "Retry-After" not in r.headers
+    r = api.get("/v1/rank", params={"ranking_id": rid, "partial": "true"}, headers=world["h"])
+    assert r.status_code == 200 and r.json()["missing"] == [world["models"][3]] and len(r.json()["models"]) == 3
+
+
+def test_cancel(api, world, sessions):
+    rid = start(api, world).json()["id"]
+    with sessions() as s:  # one item already running on a worker
+        job = s.get(RankingJob, rid)
+        job.items[0].status = "running"
+        s.commit()
+    r = api.post(f"/v1/rankings/{rid}/cancel", headers=world["h"])
+    assert r.status_code == 202 and r.json()["cancel_requested"] is True
+    assert [it["status"] for it in r.json()["items"]] == ["running", "cancelled", "cancelled", "cancelled"]
+    assert r.json()["status"] == "running"  # until the running task notices
+    with sessions() as s:
+        s.get(RankingJob, rid).items[0].status = "cancelled"
+        s.flush()
+        refresh_job(s, rid)
+        s.commit()
+    assert api.get(f"/v1/rankings/{rid}", headers=world["h"]).json()["status"] == "cancelled"
+    r = api.post(f"/v1/rankings/{rid}/cancel", headers=world["h"])
+    assert r.status_code == 409 and r.json()["code"] == "ranking_finished"
+
+
+def test_rejections_and_isolation(api, world, keys, sessions):
+    hb = {"X-API-Key": keys["b"]}
+    with sessions() as s:
+        m = s.get(Model, world["models"][1])
+        m.status, m.error_code, m.error_detail = "invalid", "missing_keys", "encoder keys absent"
+        s.commit()
+    r = start(api, world)
+    assert r.status_code == 422 and r.json()["code"] == "model_invalid" and "missing_keys" in r.json()["errors"][0]["problem"]
+    ok = [world["models"][0], world["models"][2]]
+    assert start(api, world, models=[ok[0], ok[0]]).json()["code"] == "duplicate_models"
+    assert start(api, world, models=[ok[0], "mdl_nope"]).status_code == 404
+    r = start(api, world, models=ok, config={"n_samples": 1})
+    assert r.status_code == 422 and r.json()["code"] == "invalid_config"
+    r = start(api, world, models=ok, config={"bogus": 1})
+    assert r.status_code == 422 and "bogus" in r.json()["detail"]
+    rid = start(api, world, models=ok).json()["id"]
+    # tenant b sees none of it
+    assert api.get(f"/v1/rankings/{rid}", headers=hb).status_code == 404
+    assert api.get("/v1/rank", params={"ranking_id": rid}, headers=hb).status_code == 404
+    assert api.post(f"/v1/rankings/{rid}/cancel", headers=hb).status_code == 404
+    assert api.post(f"/v1/rankings/{rid}/evaluation", headers=hb, json={"truth": {}}).status_code == 404
+    assert api.get("/v1/rankings", headers=hb).json()["rankings"] == []
+    r = api.post("/v1/rankings", headers=hb, json={"pilot_set_id": world["ps"], "model_ids": ok})
+    assert r.status_code == 404 and r.json()["code"] == "pilot_set_not_found"
+
+
+def test_evaluation_metrics(api, world, sessions):
+    rid = start(api, world).json()["id"]
+    complete(sessions, rid)
+    truth = {world["models"][i]: d for i, d in enumerate([0.80, 0.78, 0.85, 0.70])}
+    r = api.post(f"/v1/rankings/{rid}/evaluation", headers=world["h"], json={"truth": truth})
+    assert r.status_code == 201, r.text
+    metrics = r.json()["metrics"]
+    assert set(metrics) == {"fused", "grtd", "lbtc", "logme", "gbc"}
+    ids = sorted(truth)
+    for name, idx in (("grtd", 0), ("lbtc", 1)):
+        s = [SCORES[world["models"].index(m)][idx] for m in ids]
+        t = [truth[m] for m in ids]
+        assert metrics[name]["weighted_tau"] == pytest.approx(weighted_tau(s, t))
+        assert metrics[name]["kendall_tau"] == pytest.approx(kendall_tau(s, t))
+        assert metrics[name]["spearman"] == pytest.approx(spearman(s, t))
+        assert metrics[name]["top1_regret"] == pytest.approx(top1_regret(s, t))
+    assert metrics["lbtc"]["top1_regret"] == 0.0 and metrics["lbtc"]["n_models"] == 4
+    r = api.post(f"/v1/rankings/{rid}/evaluation", headers=world["h"], json={"truth": {"mdl_other": 0.5}})
+    assert r.status_code == 422 and r.json()["code"] == "unknown_models"
+    r = api.post(f"/v1/rankings/{rid}/evaluation", headers=world["h"], json={"truth": {world["models"][0]: 0.5}})
+    assert r.status_code == 409 and r.json()["code"] == "too_few_scored_models"
+
+
+def test_deleting_model_or_pilot_set(api, world, sessions):
+    rid = start(api, world).json()["id"]
+    complete(sessions, rid)
+    assert api.delete(f"/v1/models/{world['models'][0]}", headers=world["h"]).status_code == 204
+    body = api.get("/v1/rank", params={"ranking_id": rid}, headers=world["h"]).json()
+    assert len(body["models"]) == 3 and world["models"][0] not in {m["model_id"] for m in body["models"]}
+    assert api.delete(f"/v1/pilot-sets/{world['ps']}", headers=world["h"]).status_code == 204
+    assert api.get(f"/v1/rankings/{rid}", headers=world["h"]).status_code == 404
+    with sessions() as s:
+        assert s.query(ModelScore).count() == 0 and s.query(RankingItem).count() == 0
+
+
+def test_broker_down_fails_items_with_503(api, world, dispatcher):
+    dispatcher.fail = True
+    r = start(api, world)
+    assert r.status_code == 503 and r.json()["code"] == "broker_unavailable"
+    rid = r.json()["detail"].split()[-2]
+    body = api.get(f"/v1/rankings/{rid}", headers=world["h"]).json()
+    assert body["status"] == "failed" and body["items"][0]["error"]["code"] == "broker_unavailable"
+    assert math.isfinite(body["progress"])

@@ -1,0 +1,170 @@
+"""`toporank` command line: serve (embedded), api, worker, migrate, create-tenant, demo zoo, demo.
+
+Heavy modules (FastAPI app, Celery worker, torch) are imported inside the subcommands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from toporank.settings import get_settings
+
+    return get_settings()
+
+
+def cmd_migrate(_args: argparse.Namespace) -> int:
+    """alembic upgrade head on TOPORANK_DATABASE_URL (SQLite under the data dir by default)."""
+    from models_registry.db import make_engine
+    from models_registry.migrate import upgrade_head
+
+    engine = make_engine(_settings().sqlalchemy_url, pool_size=1)
+    try:
+        upgrade_head(engine)
+    finally:
+        engine.dispose()
+    print("database at head")
+    return 0
+
+
+def cmd_create_tenant(args: argparse.Namespace) -> int:
+    """Create a tenant (or add a key to an existing one) and print its new API key once."""
+    from models_registry.db import make_engine, make_sessionmaker, session_scope
+    from models_registry.tenants import create_tenant
+
+    settings = _settings()
+    engine = make_engine(settings.sqlalchemy_url, pool_size=1)
+    try:
+        with session_scope(make_sessionmaker(engine)) as s:
+            tenant, key = create_tenant(s, args.name, settings.secret_key)
+            tenant_id = tenant.id
+    finally:
+        engine.dispose()
+    print(key)
+    print(f"tenant {tenant_id}", file=sys.stderr)
+    return 0
+
+
+def worker_argv(queue: str, loglevel: str, pool: str = "prefork") -> list[str]:
+    return [
+        "worker",
+        f"--queues={queue}",
+        "--concurrency=1",
+        "--prefetch-multiplier=1",
+        f"--pool={pool}",
+        "--without-gossip",
+        "--without-mingle",
+        f"--loglevel={loglevel}",
+        f"--hostname=toporank-{os.getpid()}@%h",
+    ]
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """One Celery worker process: concurrency 1, prefetch 1 (run one per GPU)."""
+    from worker.celery_app import app
+
+    settings = _settings()
+    app.worker_main(worker_argv(settings.task_queue, args.loglevel or settings.log_level))
+    return 0
+
+
+def _serve_api(host: str, port: int, workers: int = 1) -> None:
+    import uvicorn
+
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    """API only (production: run `toporank migrate` first; workers run separately)."""
+    settings = _settings()
+    _serve_api(args.host or settings.host, args.port or settings.port, args.workers)
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Embedded mode: migrate, re-queue crashed work, start one worker process and the API."""
+    from app.dispatch import CeleryDispatcher
+    from app.recovery import requeue_unfinished
+    from models_registry.db import make_engine, make_sessionmaker
+    from models_registry.migrate import upgrade_head
+
+    settings = _settings()
+    settings.data_root.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.sqlalchemy_url, pool_size=1)
+    try:
+        upgrade_head(engine)
+        counts = requeue_unfinished(make_sessionmaker(engine), CeleryDispatcher(settings))
+    finally:
+        engine.dispose()
+    if counts["items"] or counts["models"]:
+        print(f"re-queued {counts['items']} ranking item(s) and {counts['models']} model validation(s)", file=sys.stderr)
+    worker = None
+    if not args.no_worker:
+        worker = subprocess.Popen([sys.executable, "-m", "toporank.cli", "worker"], env=os.environ.copy())
+    try:
+        _serve_api(args.host or settings.host, args.port or settings.port)
+    finally:
+        if worker is not None and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    return 0
+
+
+def cmd_build_demo_zoo(args: argparse.Namespace) -> int:
+    from worker import demo_zoo
+
+    return int(demo_zoo.main(args.rest) or 0)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from toporank import demo
+
+    return int(demo.main(args.rest) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="toporank", description="Training-free ranking of 3D medical encoders.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="embedded mode: API + one worker, SQLite, filesystem broker")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--no-worker", action="store_true", help="do not start the worker process")
+    s.set_defaults(func=cmd_serve)
+    a = sub.add_parser("api", help="the API only (production)")
+    a.add_argument("--host")
+    a.add_argument("--port", type=int)
+    a.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    a.set_defaults(func=cmd_api)
+    w = sub.add_parser("worker", help="one Celery worker process (one per GPU)")
+    w.add_argument("--loglevel")
+    w.set_defaults(func=cmd_worker)
+    m = sub.add_parser("migrate", help="alembic upgrade head")
+    m.set_defaults(func=cmd_migrate)
+    t = sub.add_parser("create-tenant", help="create a tenant and print a new API key")
+    t.add_argument("name")
+    t.set_defaults(func=cmd_create_tenant)
+    z = sub.add_parser("build-demo-zoo", help="build the small demo checkpoints (worker.demo_zoo)")
+    z.add_argument("rest", nargs=argparse.REMAINDER)
+    z.set_defaults(func=cmd_build_demo_zoo)
+    d = sub.add_parser("demo", help="end-to-end demo (toporank.demo)")
+    d.add_argument("rest", nargs=argparse.REMAINDER)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""Celery tasks: validate a registered model, score one (pilot set, model) item of a ranking.
+
+Messages carry ids only; every task re-reads the registry, so a redelivered or duplicated
+message is harmless: a finished item is skipped, and a score row that already exists for
+(pilot set, model, config hash) is reused instead of recomputed. torch, the adapters and the
+pipeline are imported inside the task bodies, never at import time (no CUDA before a fork).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from models_registry.db import make_engine, make_sessionmaker
+from models_registry.jobs import refresh_job
+from models_registry.specs import ModelSpec
+from models_registry.tables import TERMINAL_ITEM, Model, ModelScore, PilotSet, RankingItem, RankingJob, utcnow
+from toporank.settings import Settings, get_settings
+from transferability.config import SCORING_CODE_VERSION, ScoringConfig
+from worker.celery_app import app
+
+log = logging.getLogger("toporank.worker")
+PROGRESS_EVERY_S = 0.5
+
+
+class TaskCancelled(Exception):
+    """Raised from the progress callback when the ranking was cancelled."""
+
+
+@dataclass
+class WorkerContext:
+    """Per-process state, created lazily after the fork (engines must not cross a fork)."""
+
+    settings: Settings
+    sessions: sessionmaker[Session]
+    storage_root: Path
+
+
+_CTX: dict[int, WorkerContext] = {}
+
+
+def worker_context() -> WorkerContext:
+    pid = os.getpid()
+    if pid not in _CTX:
+        settings = get_settings()
+        engine = make_engine(settings.sqlalchemy_url, pool_size=2)
+        _CTX.clear()
+        _CTX[pid] = WorkerContext(settings, make_sessionmaker(engine), settings.storage_root)
+    return _CTX[pid]
+
+
+def _stored(ctx: WorkerContext, relative: str) -> Path:
+    path = (ctx.storage_root / relative).resolve()
+    if ctx.storage_root.resolve() not in path.parents:
+        raise ValueError("stored path escapes the storage root")
+    return path
+
+
+# --------------------------------------------------------------------------- validate_model
+def validate_model_impl(ctx: WorkerContext, model_id: str) -> str:
+    """Load the checkpoint with its adapter; store status ready + load report, or invalid + code."""
+    from worker.adapters import ModelLoadError, load_feature_model
+
+    with ctx.sessions() as s:
+        model = s.get(Model, model_id)
+        if model is None:
+            return "gone"
+        if model.status != "validating":
+            return model.status
+        spec_json, rel = dict(model.spec), model.checkpoint_path
+    try:
+        spec = ModelSpec.model_validate(spec_json)
+        fm = load_feature_model(spec, _stored(ctx, rel), device="cpu")
+        update: dict[str, Any] = {
+            "status": "ready",
+            "load_report": fm.load_report.to_dict(),
+            "stages": [st.to_dict() for st in fm.stages],
+            "error_code": None,
+            "error_detail": None,
+        }
+    except ModelLoadError as exc:
+        update = {"status": "invalid", "error_code": exc.code, "error_detail": exc.message[:2000]}
+    except Exception as exc:  # noqa: BLE001 - an adapter bug must still end validation
+        log.exception("model validation crashed")
+        update = {"status": "invalid", "error_code": "validation_error", "error_detail": f"{type(exc).__name__}: {exc}"[:2000]}
+    with ctx.sessions() as s:
+        model = s.get(Model, model_id)
+        if model is None:
+            return "gone"
+        for k, v in update.items():
+            setattr(model, k, v)
+        model.validated_at = utcnow()
+        s.commit()
+    return str(update["status"])
+
+
+# --------------------------------------------------------------------------- score_item
+def load_cases(ctx: WorkerContext, pilot_set: PilotSet) -> list[Any]:
+    """The pilot set's cases as CaseVolume(image (C,X,Y,Z) float32, label (X,Y,Z) int64, spacing)."""
+    import nibabel as nib
+    import numpy as np
+
+    from worker.pipeline import CaseVolume
+
+    root = _stored(ctx, pilot_set.storage_path) / "cases"
+    out = []
+    for case in sorted(pilot_set.cases, key=lambda c: c.position):
+        folder = root / case.id
+        image = np.stack(
+            [np.asarray(nib.load(folder / f"image_{c:04d}.nii.gz").get_fdata(dtype=np.float32)) for c in range(case.n_channels)]
+        )
+        label = np.asarray(nib.load(folder / "label.nii.gz").dataobj).astype(np.int64)
+        out.append(CaseVolume(image=image, label=label, spacing=tuple(float(x) for x in case.spacing)))
+    return out
+
+
+def _finish_item(s: Session, item: RankingItem, status: str, **fields: Any) -> None:
+    item.status = status
+    for k, v in fields.items():
+        setattr(item, k, v)
+    item.finished_at = utcnow()
+    s.flush()
+    refresh_job(s, item.ranking_id)
+    s.commit()
+
+
+def _existing_score(s: Session, pilot_set_id: str, model_id: str, config_hash: str) -> ModelScore | None:
+    return s.scalar(
+        select(ModelScore).where(
+            ModelScore.pilot_set_id == pilot_set_id, ModelScore.model_id == model_id, ModelScore.config_hash == config_hash
+        )
+    )
+
+
+class _Progress:
+    """Throttled progress writer; raises TaskCancelled once the ranking is cancelled."""
+
+    def __init__(self, ctx: WorkerContext, item_id: str, job_id: str) -> None:
+        self.ctx, self.item_id, self.job_id = ctx, item_id, job_id
+        self.last = 0.0
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_EVERY_S and fraction < 1.0:
+            return
+        self.last = now
+        with self.ctx.sessions() as s:
+            item = s.get(RankingItem, self.item_id)
+            job = s.get(RankingJob, self.job_id)
+            if item is None or job is None or job.cancel_requested:
+                raise TaskCancelled()
+            item.stage = str(stage)[:64]
+            item.progress = float(min(max(fraction, 0.0), 0.99))
+            item.heartbeat_at = utcnow()
+            s.commit()
+
+
+def score_item_impl(ctx: WorkerContext, item_id: str) -> str:
+    """Score one ranking item (one model on one pilot set); returns the item's final status."""
+    with ctx.sessions() as s:
+        item = s.get(RankingItem, item_id)
+        if item is None:
+            return "gone"
+        if item.status in TERMINAL_ITEM:
+            return item.status
+        job = s.get(RankingJob, item.ranking_id)
+        assert job is not None
+        if job.cancel_requested:
+            _finish_item(s, item, "cancelled")
+            return "cancelled"
+        score = _existing_score(s, job.pilot_set_id, item.model_id, job.config_hash)
+        if score is not None:
+            _finish_item(s, item, "succeeded", score_id=score.id, reused=True, progress=1.0)
+            return "succeeded"
+        if item.attempts >= ctx.settings.max_task_attempts:
+            _finish_item(
+                s, item, "failed", error_code="worker_lost",
+                error_detail=f"the worker died {item.attempts} times while scoring this model",
+            )
+            return "failed"
+        model = s.get(Model, item.model_id)
+        pilot_set = s.get(PilotSet, job.pilot_set_id)
+        if model is None or pilot_set is None:
+            _finish_item(s, item, "failed", error_code="gone", error_detail="model or pilot set was deleted")
+            return "failed"
+        if model.status == "invalid":
+            _finish_item(s, item, "failed", error_code=model.error_code or "model_invalid", error_detail=model.error_detail)
+            return "failed"
+        item.attempts += 1
+        item.status, item.stage, item.progress = "running", "loading", 0.0
+        item.started_at = item.heartbeat_at = utcnow()
+        s.flush()
+        refresh_job(s, job.id)
+        s.commit()
+        spec_json, ckpt_rel, sha = dict(model.spec), model.checkpoint_path, model.sha256
+        config_json, config_hash, job_id, ps_id, model_id = dict(job.config), job.config_hash, job.id, pilot_set.id, model.id
+        cases = load_cases(ctx, pilot_set)
+    status, fields = _run_pipeline(ctx, item_id, job_id, spec_json, ckpt_rel, cases, config_json)
+    with ctx.sessions() as s:
+        item = s.get(RankingItem, item_id)
+        if item is None:
+            return "gone"
+        if status != "succeeded":
+            _finish_item(s, item, status, **fields)
+            return status
+        result: dict[str, Any] = fields["result"]
+        row = ModelScore(
+            pilot_set_id=ps_id,
+            model_id=model_id,
+            config_hash=config_hash,
+            config={**config_json, "checkpoint_sha256": sha, "code_version": SCORING_CODE_VERSION,
+                    "preprocessing": spec_json.get("preprocessing")},
+            grtd=float(fields["grtd"]),
+            lbtc=float(fields["lbtc"]),
+            baselines=result.get("baselines") or {},
+            result=result,
+            timings=result.get("timings") or {},
+            checkpoint_sha256=sha,
+            code_version=SCORING_CODE_VERSION,
+        )
+        s.add(row)
+        try:
+            s.flush()
+        except IntegrityError:  # a duplicate delivery stored it first
+            s.rollback()
+            item = s.get(RankingItem, item_id)
+            assert item is not None
+            row = _existing_score(s, ps_id, model_id, config_hash)  # type: ignore[assignment]
+            if row is None:
+                raise
+        _finish_item(s, item, "succeeded", score_id=row.id, progress=1.0, stage="done")
+        return "succeeded"
+
+
+def _run_pipeline(
+    ctx: WorkerContext, item_id: str, job_id: str, spec_json: dict[str, Any], ckpt_rel: str, cases: list[Any], config_json: dict[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    from worker.adapters import ModelLoadError
+    from worker.pipeline import score_model
+
+    try:
+        spec = ModelSpec.model_validate(spec_json)
+        config = ScoringConfig.from_dict(config_json)
+        t0 = time.perf_counter()
+        res = score_model(spec, _stored(ctx, ckpt_rel), cases, config, device=ctx.settings.device, progress=_Progress(ctx, item_id, job_id))
+        result = res.to_dict()
+        result.setdefault("timings", {})
+        if isinstance(result["timings"], dict):
+            result["timings"].setdefault("task_total_s", time.perf_counter() - t0)
+        return "succeeded", {"grtd": res.grtd, "lbtc": res.lbtc, "result": result}
+    except TaskCancelled:
+        return "cancelled", {}
+    except ModelLoadError as exc:
+        return "failed", {"error_code": exc.code, "error_detail": exc.message[:2000]}
+    except Exception as exc:  # noqa: BLE001 - recorded on the item; the task itself succeeds
+        log.exception("scoring failed")
+        return "failed", {"error_code": "scoring_error", "error_detail": f"{type(exc).__name__}: {exc}"[:2000]}
+
+
+# --------------------------------------------------------------------------- Celery wrappers
+@app.task(name="toporank.validate_model", acks_late=True, reject_on_worker_lost=True)
+def validate_model(model_id: str) -> str:
+    return validate_model_impl(worker_context(), model_id)
+
+
+@app.task(name="toporank.score_item", acks_late=True, reject_on_worker_lost=True)
+def score_item(item_id: str) -> str:
+    return score_item_impl(worker_context(), item_id)
