@@ -92,6 +92,8 @@ def sample_points(label_maps: Sequence[ArrayLike], n_samples: int = 4096, seed: 
         per_case[m, : c.size] = c
     totals = per_case.sum(axis=0)
     classes = np.flatnonzero(totals > 0).astype(np.int64)
+    if classes.size == 0:
+        raise ValueError("label maps hold no voxels: nothing to sample")
     budget = _split_budget(int(n_samples), classes)
 
     cases: list[NDArray[np.int64]] = []

@@ -1,0 +1,240 @@
+"""GRTD, the global representation topology divergence of metrics.md §3.
+
+Per stage: distances over the N sampled points normalised by their 0.9-quantile (d̂ = d / q);
+GRTD_t = -(W(MST(G_X)) - W(MST(G_Y))) / (N - 1), with G_X weighted by d̂ and G_Y = min(G_X, label
+metric) (0 within a class, min(d̂, λ) across). Higher (closer to 0) is better: the features' global
+topology then adds little beyond the label partition.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from transferability._validation import as_labels, as_points
+from transferability.mst import Precision, edge_lengths, prim_edges, squared_distance_buffer
+
+_ROWS = 256  # rows per chunk when scanning the distance buffer
+_BUCKET_BITS = 20  # histogram resolution of the order-statistic search
+
+
+@dataclass(frozen=True)
+class GRTDStage:
+    """One stage's GRTD and the quantities behind it (weights are in units of d̂ = d / q)."""
+
+    value: float
+    q: float
+    w_x: float
+    w_y: float
+    n_points: int
+    n_classes: int
+
+
+@dataclass(frozen=True)
+class GRTDResult:
+    """GRTD over stages: `.value` is the mean of `.per_stage` (metrics.md §3.4)."""
+
+    value: float
+    per_stage: dict[str, float]
+    details: dict[str, GRTDStage] = field(default_factory=dict)
+    lam: float = 1.0
+    quantile: float = 0.9
+    precision: str = "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly view (plain floats, ints and strings)."""
+        return {
+            "value": self.value,
+            "per_stage": dict(self.per_stage),
+            "details": {k: asdict(v) for k, v in self.details.items()},
+            "lam": self.lam,
+            "quantile": self.quantile,
+            "precision": self.precision,
+        }
+
+
+def _upper_bits(block: NDArray[Any]) -> NDArray[np.uint64]:
+    """Order-preserving integer keys of non-negative floats (sign bit cleared so -0.0 == +0.0)."""
+    if block.dtype == np.float32:
+        return (block.view(np.uint32) & np.uint32(0x7FFFFFFF)).astype(np.uint64)
+    return block.view(np.uint64) & np.uint64(0x7FFFFFFFFFFFFFFF)
+
+
+def _upper_chunks(sq: NDArray[Any]):
+    """Yield the strict upper triangle of a square matrix as 1-D chunks (row blocks)."""
+    n = sq.shape[0]
+    for r0 in range(0, n, _ROWS):
+        r1 = min(n, r0 + _ROWS)
+        tri = sq[r0:r1, r0:r1][np.triu_indices(r1 - r0, 1)]
+        rect = sq[r0:r1, r1:].ravel()
+        yield np.concatenate([tri, rect])
+
+
+def upper_order_statistics(sq: NDArray[Any], ranks: Sequence[int]) -> NDArray[np.float64]:
+    """Values at 0-based `ranks` of the sorted strict upper triangle of non-negative `sq`.
+
+    Two passes over the matrix and no condensed copy: a histogram of the top bits of each value's
+    order-preserving integer key, then an exact selection inside the buckets holding the ranks.
+    """
+    nbits = 32 if sq.dtype == np.float32 else 64
+    shift = np.uint64(nbits - 1 - _BUCKET_BITS)
+    hist = np.zeros(1 << _BUCKET_BITS, dtype=np.int64)
+    for chunk in _upper_chunks(sq):
+        hist += np.bincount((_upper_bits(chunk) >> shift).astype(np.intp), minlength=hist.size)
+    cum = np.cumsum(hist)
+    m = int(cum[-1])
+    if any(not 0 <= r < m for r in ranks):
+        raise ValueError(f"ranks must lie in [0, {m})")
+    bucket = {r: int(np.searchsorted(cum, r, side="right")) for r in ranks}
+    local = {r: r - (int(cum[bucket[r] - 1]) if bucket[r] > 0 else 0) for r in ranks}
+    wanted = np.array(sorted(set(bucket.values())), dtype=np.uint64)
+    pools: dict[int, list[NDArray[Any]]] = {int(b): [] for b in wanted}
+    for chunk in _upper_chunks(sq):
+        keys = _upper_bits(chunk) >> shift
+        for b in wanted:
+            hit = keys == b
+            if hit.any():
+                pools[int(b)].append(chunk[hit])
+    merged = {b: np.concatenate(p).astype(np.float64) for b, p in pools.items()}
+    for b, pool in merged.items():
+        pool.partition(sorted({local[r] for r in ranks if bucket[r] == b}))
+    return np.array([merged[bucket[r]][local[r]] for r in ranks], dtype=np.float64)
+
+
+def _lerp(lo: float, hi: float, t: float) -> float:
+    """numpy.quantile's linear interpolation, evaluated the same way numpy evaluates it."""
+    diff = hi - lo
+    return hi - diff * (1.0 - t) if t >= 0.5 else lo + diff * t
+
+
+def distance_quantile(sq: NDArray[Any], scale: float, quantile: float) -> float:
+    """`numpy.quantile(condensed distances, quantile)` (linear) from a squared-distance buffer."""
+    n = sq.shape[0]
+    m = n * (n - 1) // 2
+    h = (m - 1) * quantile
+    lo = int(math.floor(h))
+    hi = min(lo + 1, m - 1)
+    v_lo, v_hi = np.sqrt(upper_order_statistics(sq, [lo, hi])) * scale
+    return _lerp(float(v_lo), float(v_hi), h - lo)
+
+
+def _block_argmin(sq: NDArray[Any], r0: int, r1: int, c0: int, c1: int) -> tuple[int, int]:
+    """(row, col) of the smallest entry of sq[r0:r1, c0:c1]; ties -> lowest row, then column."""
+    best_val, best = np.inf, (r0, c0)
+    for s0 in range(r0, r1, _ROWS):
+        s1 = min(r1, s0 + _ROWS)
+        blk = sq[s0:s1, c0:c1]
+        mins = blk.min(axis=1)
+        i = int(mins.argmin())
+        if mins[i] < best_val:
+            best_val = float(mins[i])
+            best = (s0 + i, c0 + int(blk[i].argmin()))
+    return best
+
+
+def _dense_prim_weight(w: NDArray[np.float64]) -> float:
+    """MST weight of a small dense symmetric graph (zero weights are real edges)."""
+    k = w.shape[0]
+    if k < 2:
+        return 0.0
+    in_tree = np.zeros(k, dtype=bool)
+    in_tree[0] = True
+    key = w[0].copy()
+    chosen = []
+    for _ in range(k - 1):
+        open_key = np.where(in_tree, np.inf, key)
+        u = int(open_key.argmin())
+        chosen.append(float(open_key[u]))
+        in_tree[u] = True
+        key = np.minimum(key, w[u])
+    return math.fsum(chosen)
+
+
+def _check_params(lam: float, quantile: float) -> None:
+    if not (math.isfinite(lam) and lam > 0):
+        raise ValueError(f"lam must be a positive finite number, got {lam}")
+    if not (0.0 < quantile <= 1.0):
+        raise ValueError(f"quantile must lie in (0, 1], got {quantile}")
+
+
+def grtd_stage_details(
+    features: ArrayLike,
+    labels: ArrayLike,
+    lam: float = 1.0,
+    quantile: float = 0.9,
+    precision: Precision = "float32",
+) -> GRTDStage:
+    """GRTD of one stage's (N, D) sampled features with their N labels, with its ingredients."""
+    _check_params(lam, quantile)
+    x = as_points(features, name="features")
+    y = as_labels(labels, x.shape[0], min_classes=2)
+    # Sort by label so each class is a contiguous block of the distance buffer.
+    order = np.argsort(y, kind="stable")
+    x, y = x[order], y[order]
+    classes, starts = np.unique(y, return_index=True)
+    ends = np.append(starts[1:], y.size)
+    sq, scale = squared_distance_buffer(x, precision)
+    q = distance_quantile(sq, scale, quantile)
+    if not q > 0.0:
+        raise ValueError("the distance quantile is 0: the features do not vary across the sampled points")
+    edges = prim_edges(sq)
+    w_x = math.fsum(edge_lengths(x, edges).tolist()) / q
+    k = classes.size
+    contracted = np.zeros((k, k), dtype=np.float64)
+    for a in range(k):
+        for b in range(a + 1, k):
+            i, j = _block_argmin(sq, int(starts[a]), int(ends[a]), int(starts[b]), int(ends[b]))
+            d = float(edge_lengths(x, np.array([[i, j]], dtype=np.int64))[0])
+            contracted[a, b] = contracted[b, a] = min(d / q, lam)
+    del sq
+    w_y = _dense_prim_weight(contracted)
+    n = x.shape[0]
+    return GRTDStage(value=-(w_x - w_y) / (n - 1), q=q, w_x=w_x, w_y=w_y, n_points=n, n_classes=k)
+
+
+def grtd_stage(
+    features: ArrayLike,
+    labels: ArrayLike,
+    lam: float = 1.0,
+    quantile: float = 0.9,
+    precision: Precision = "float32",
+) -> float:
+    """GRTD_t = -(W(MST(G_X)) - W(MST(G_Y))) / (N - 1) on d̂ = d / q (metrics.md §3)."""
+    return grtd_stage_details(features, labels, lam=lam, quantile=quantile, precision=precision).value
+
+
+def grtd(
+    stage_features: Mapping[str, ArrayLike],
+    labels: ArrayLike,
+    lam: float = 1.0,
+    quantile: float = 0.9,
+    stages: Sequence[str] | None = None,
+    precision: Precision = "float32",
+) -> GRTDResult:
+    """Mean GRTD over `stages` (default: every stage given) of features sampled at the same points."""
+    if not isinstance(stage_features, Mapping) or len(stage_features) == 0:
+        raise ValueError("stage_features must be a non-empty mapping of stage name -> (N, D) features")
+    names = list(stage_features) if stages is None else list(stages)
+    if not names:
+        raise ValueError("stages is empty")
+    missing = [s for s in names if s not in stage_features]
+    if missing:
+        raise ValueError(f"stages not in stage_features: {missing}")
+    details = {
+        s: grtd_stage_details(stage_features[s], labels, lam=lam, quantile=quantile, precision=precision)
+        for s in names
+    }
+    per_stage = {s: d.value for s, d in details.items()}
+    return GRTDResult(
+        value=math.fsum(per_stage.values()) / len(per_stage),
+        per_stage=per_stage,
+        details=details,
+        lam=float(lam),
+        quantile=float(quantile),
+        precision=precision,
+    )

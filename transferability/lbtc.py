@@ -1,0 +1,182 @@
+"""LBTC, the local boundary-aware topological consistency of metrics.md §4.
+
+Per boundary patch: a Euclidean MST over the patch's features; leakage ρ is the share of its edges
+that join points of different labels. LBTC_e = 1 - mean ρ over the patches holding more than one
+label; LBTC = mean over stages. Patches are processed as one batch (one vectorised Prim for all).
+Ties between equal distances are broken by (lower index, higher index) of the edge, i.e. the tree
+is what Kruskal returns over the pairs i < j stably sorted by distance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from transferability.mst import batched_prim_edges
+
+_ANCHOR_CHUNK = 256  # patches per batch: bounds the (chunk, P, P) float64 distance block
+
+
+@dataclass(frozen=True)
+class LBTCResult:
+    """LBTC over stages: `.value` = mean of `.per_stage`; per stage, how many patches counted.
+
+    `patches_skipped[e]` counts patches with fewer than two labels among their in-volume points
+    (no boundary to leak across); they do not enter the mean.
+    """
+
+    value: float
+    per_stage: dict[str, float]
+    patches_used: dict[str, int]
+    patches_skipped: dict[str, int]
+    mean_leakage: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly view."""
+        return {
+            "value": self.value,
+            "per_stage": dict(self.per_stage),
+            "patches_used": dict(self.patches_used),
+            "patches_skipped": dict(self.patches_skipped),
+            "mean_leakage": dict(self.mean_leakage),
+        }
+
+
+def _check_patches(
+    features: ArrayLike, labels: ArrayLike, mask: ArrayLike | None, stage: str
+) -> tuple[NDArray[Any], NDArray[np.int64], NDArray[np.bool_]]:
+    """Validate one stage's (A, P, D) features, (A, P) labels and (A, P) mask (features not copied)."""
+    f = np.asarray(features)
+    if f.dtype == object or not (np.issubdtype(f.dtype, np.number) or f.dtype == bool):
+        raise ValueError(f"{stage}: features must be numeric, got dtype {f.dtype}")
+    if f.ndim != 3 or f.shape[0] < 1 or f.shape[1] < 1 or f.shape[2] < 1:
+        raise ValueError(f"{stage}: features must be a non-empty (A, P, D) array, got shape {f.shape}")
+    a_n, p_n = f.shape[:2]
+    lab = np.asarray(labels)
+    if lab.shape != (a_n, p_n):
+        raise ValueError(f"{stage}: labels have shape {lab.shape}, features need ({a_n}, {p_n})")
+    if np.issubdtype(lab.dtype, np.floating):
+        if not np.all(np.isfinite(lab)) or not np.all(lab == np.round(lab)):
+            raise ValueError(f"{stage}: labels must be integer class ids")
+    elif not (np.issubdtype(lab.dtype, np.integer) or lab.dtype == bool):
+        raise ValueError(f"{stage}: labels must be integer class ids, got dtype {lab.dtype}")
+    if mask is None:
+        m = np.ones((a_n, p_n), dtype=bool)
+    else:
+        m = np.asarray(mask)
+        if m.shape != (a_n, p_n):
+            raise ValueError(f"{stage}: mask has shape {m.shape}, features need ({a_n}, {p_n})")
+        if m.dtype != bool:
+            raise ValueError(f"{stage}: mask must be boolean, got dtype {m.dtype}")
+    if np.any(~np.isfinite(f).all(axis=2) & m):
+        raise ValueError(f"{stage}: features of in-volume points contain NaN or inf")
+    return f, lab.astype(np.int64), m.astype(bool)
+
+
+def _patch_sq_distances(f: NDArray[Any], m: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """(A, P, P) float64 squared distances per patch (masked points zeroed; norms from the Gram diagonal)."""
+    x = f.astype(np.float64)
+    x[~m] = 0.0
+    gram = np.matmul(x, x.transpose(0, 2, 1))
+    norms = np.diagonal(gram, axis1=1, axis2=2)
+    sq = norms[:, :, None] + norms[:, None, :]
+    gram *= 2.0
+    sq -= gram
+    np.maximum(sq, 0.0, out=sq)
+    return sq
+
+
+def patch_leakages(
+    features: ArrayLike, labels: ArrayLike, mask: ArrayLike | None = None, stage: str = "patches"
+) -> NDArray[np.float64]:
+    """Leakage ρ of each of A patches, NaN where a patch holds fewer than two labels (skipped)."""
+    f, lab, m = _check_patches(features, labels, mask, stage)
+    a_n = f.shape[0]
+    out = np.full(a_n, np.nan)
+    big = np.iinfo(np.int64).max
+    masked_hi = np.where(m, lab, np.iinfo(np.int64).min).max(axis=1)
+    masked_lo = np.where(m, lab, big).min(axis=1)
+    usable = (m.sum(axis=1) >= 2) & (masked_hi != masked_lo)
+    idx = np.flatnonzero(usable)
+    for c0 in range(0, idx.size, _ANCHOR_CHUNK):
+        sel = idx[c0 : c0 + _ANCHOR_CHUNK]
+        sq = _patch_sq_distances(f[sel], m[sel])
+        edges = batched_prim_edges(sq, m[sel])
+        present = edges[:, :, 0] >= 0
+        rows = np.arange(sel.size)[:, None]
+        e0 = np.where(present, edges[:, :, 0], 0)
+        e1 = np.where(present, edges[:, :, 1], 0)
+        cross = (lab[sel][rows, e0] != lab[sel][rows, e1]) & present
+        out[sel] = cross.sum(axis=1) / present.sum(axis=1)
+    return out
+
+
+def leakage(patch_features: ArrayLike, patch_labels: ArrayLike) -> float | None:
+    """Share of a patch's MST edges joining different labels; None for a single-label patch.
+
+    `patch_features` is (P, D) for the P in-volume points of one patch, `patch_labels` is (P,).
+    """
+    f = np.asarray(patch_features)
+    if f.ndim != 2:
+        raise ValueError(f"patch_features must be a (P, D) array, got shape {f.shape}")
+    lab = np.asarray(patch_labels)
+    if lab.ndim != 1:
+        raise ValueError(f"patch_labels must be 1-D, got shape {lab.shape}")
+    rho = patch_leakages(f[None], lab[None], stage="patch")[0]
+    return None if math.isnan(rho) else float(rho)
+
+
+def _per_stage(arg: Any, stage: str, what: str) -> Any:
+    if isinstance(arg, Mapping):
+        if stage not in arg:
+            raise ValueError(f"{what} has no entry for stage {stage!r}")
+        return arg[stage]
+    return arg
+
+
+def lbtc(
+    patch_features: Mapping[str, ArrayLike],
+    patch_labels: Mapping[str, ArrayLike] | ArrayLike,
+    mask: Mapping[str, ArrayLike] | ArrayLike | None = None,
+    stages: list[str] | None = None,
+) -> LBTCResult:
+    """LBTC over stages from batched patches (metrics.md §4).
+
+    `patch_features[e]` is (A, P, D) for stage e; `patch_labels` and `mask` are (A, P), per stage
+    (a mapping) or shared; the mask (True = in volume, see `sampling.patch_grid`) drops points.
+    Raises ValueError when a stage has no patch with two labels (its LBTC is undefined).
+    """
+    if not isinstance(patch_features, Mapping) or len(patch_features) == 0:
+        raise ValueError("patch_features must be a non-empty mapping of stage name -> (A, P, D) features")
+    names = list(patch_features) if stages is None else list(stages)
+    if not names:
+        raise ValueError("stages is empty")
+    per_stage: dict[str, float] = {}
+    used: dict[str, int] = {}
+    skipped: dict[str, int] = {}
+    mean_rho: dict[str, float] = {}
+    for s in names:
+        if s not in patch_features:
+            raise ValueError(f"stage {s!r} not in patch_features")
+        rho = patch_leakages(
+            patch_features[s], _per_stage(patch_labels, s, "patch_labels"), _per_stage(mask, s, "mask"), stage=s
+        )
+        ok = ~np.isnan(rho)
+        used[s] = int(ok.sum())
+        skipped[s] = int(rho.size - used[s])
+        if used[s] == 0:
+            raise ValueError(f"stage {s!r}: all {rho.size} patches hold a single label; LBTC is undefined")
+        mean_rho[s] = math.fsum(rho[ok].tolist()) / used[s]
+        per_stage[s] = 1.0 - mean_rho[s]
+    return LBTCResult(
+        value=math.fsum(per_stage.values()) / len(per_stage),
+        per_stage=per_stage,
+        patches_used=used,
+        patches_skipped=skipped,
+        mean_leakage=mean_rho,
+    )

@@ -1,0 +1,338 @@
+"""Exact Euclidean minimum spanning trees: dense Prim (numpy, CPU) and dense Boruvka (torch, GPU).
+
+The tree is searched on squared distances from one blocked Gram product (float32 by default); the
+lengths of the N-1 edges found are then recomputed in float64 straight from the points and summed
+exactly (`math.fsum`), so the reported weight is exact for the tree found. Zero distances
+(duplicate points) are real edges: every routine here works on dense matrices, never on a sparse
+graph that would read 0 as "no edge".
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from transferability._validation import as_points
+
+Precision = Literal["float32", "float64"]
+
+_GEMM_ROWS = 1024  # rows per GEMM strip when building the Gram matrix
+_BLOCK = 256  # rows per block when finishing the Gram matrix: a block row stays in cache
+_EDGE_CHUNK = 8192  # edges per chunk in the float64 re-measurement (bounds a (chunk, D) temporary)
+# float32 Gram entries carry an absolute error up to ~1e-6 (n_i + n_j) (measured, D = 320), i.e. a
+# relative error ~1e-6 (n_i + n_j) / (2 d^2) on a distance: a strip whose smallest distance^2 is
+# below (n_i + n_max) / _RATIO is recomputed in float64, keeping edge errors under ~4e-6.
+_RATIO = 8.0
+_TORCH_ROWS = 4096  # rows per chunk in the torch Boruvka sweep (bounds an (rows, N) temporary)
+
+
+def _dtype(precision: str) -> np.dtype:
+    if precision == "float32":
+        return np.dtype(np.float32)
+    if precision == "float64":
+        return np.dtype(np.float64)
+    raise ValueError(f"precision must be 'float32' or 'float64', got {precision!r}")
+
+
+def _scaled_centred(points: NDArray[np.float64], dtype: np.dtype) -> tuple[NDArray[Any], float]:
+    """Centre (limits cancellation in n_i + n_j - 2 g_ij) and scale by a power of two (no overflow).
+
+    Returns the (N, D) working array in `dtype` and the scale s with original = s * working.
+    """
+    xc = points - points.mean(axis=0)
+    peak = float(np.max(np.abs(xc))) if xc.size else 0.0
+    scale = 1.0 if peak == 0.0 else math.ldexp(1.0, math.frexp(peak)[1])
+    return np.ascontiguousarray(xc / scale, dtype=dtype), scale
+
+
+def _mirror_lower(t: NDArray[Any]) -> None:
+    """Copy the lower triangle of a square matrix onto its upper triangle, tile by tile."""
+    n = t.shape[0]
+    upper = np.triu(np.ones((_BLOCK, _BLOCK), dtype=bool), 1)
+    for r0 in range(0, n, _BLOCK):
+        r1 = min(n, r0 + _BLOCK)
+        diag_blk = t[r0:r1, r0:r1]
+        np.copyto(diag_blk, diag_blk.T.copy(), where=upper[: r1 - r0, : r1 - r0])
+        for c0 in range(r1, n, _BLOCK):
+            c1 = min(n, c0 + _BLOCK)
+            t[r0:r1, c0:c1] = t[c0:c1, r0:r1].T
+
+
+def _strip_to_sq(
+    t: NDArray[Any],
+    r0: int,
+    r1: int,
+    norms: NDArray[Any],
+    top: float,
+    work64: NDArray[np.float64] | None,
+    norms64: NDArray[np.float64] | None,
+) -> None:
+    """Rows r0:r1, columns :r1 of `t`: -2 g_ij -> max(n_i + n_j - 2 g_ij, 0), in place (top = max n_j).
+
+    With `work64` (float32 buffers), a strip whose smallest off-diagonal squared distance is
+    below (n_i + n_max) / _RATIO (float32 cancellation would dominate it) is recomputed from a
+    float64 product and rounded to float32 once.
+    """
+    blk = t[r0:r1, :r1]
+    blk += norms[r0:r1, None]
+    blk += norms[None, :r1]
+    diag = (np.arange(r1 - r0), np.arange(r0, r1))
+    blk[diag] = np.inf
+    nearest = blk.min(axis=1)
+    if r0 == 0:
+        nearest[0] = np.inf  # row 0 has no entry left of the diagonal
+    if work64 is not None and norms64 is not None and np.any(nearest * _RATIO < norms[r0:r1] + top):
+        g64 = work64[r0:r1] @ work64[:r1].T
+        g64 *= -2.0
+        g64 += norms64[r0:r1, None]
+        g64 += norms64[None, :r1]
+        blk[...] = g64
+        blk[diag] = np.inf
+        nearest = blk.min(axis=1)
+        if r0 == 0:
+            nearest[0] = np.inf
+    if np.any(nearest < 0):
+        np.maximum(blk, 0.0, out=blk)
+    blk[diag] = 0.0
+
+
+def squared_distance_buffer(points: NDArray[np.float64], precision: Precision = "float32") -> tuple[NDArray[Any], float]:
+    """Dense (N, N) squared distances in `precision`, in one buffer, and the scale factor.
+
+    The true squared distance is `scale**2 * buffer[i, j]` (up to rounding). Row-strip GEMMs
+    write -2 x_i.x_j for j <= i straight into the buffer (half the flops of a full product); each
+    strip becomes n_i + n_j - 2 g_ij while still in cache (norms from the same product's
+    diagonal, so exact duplicates get exactly 0), then the lower triangle is mirrored: the buffer
+    is bitwise symmetric with a zero diagonal. float32 strips at risk of cancellation are redone
+    in float64 (`_strip_to_sq`).
+    """
+    dtype = _dtype(precision)
+    work, scale = _scaled_centred(points, dtype)
+    n = work.shape[0]
+    neg2 = work * dtype.type(-2.0)  # exact: scaling by a power of two
+    work64 = norms64 = None
+    if dtype == np.float32:
+        work64, _ = _scaled_centred(points, np.dtype(np.float64))
+        norms64 = np.einsum("ij,ij->i", work64, work64)
+    t = np.empty((n, n), dtype=dtype)
+    norms = np.empty(n, dtype=dtype)
+    top = -np.inf
+    for g0 in range(0, n, _GEMM_ROWS):
+        g1 = min(n, g0 + _GEMM_ROWS)
+        np.matmul(work[g0:g1], neg2[:g1].T, out=t[g0:g1, :g1])
+        norms[g0:g1] = np.diagonal(t[g0:g1, g0:g1]) * dtype.type(-0.5)
+        top = max(top, float(norms[g0:g1].max()))  # largest norm among the columns :g1
+        for r0 in range(g0, g1, _BLOCK):
+            _strip_to_sq(t, r0, min(g1, r0 + _BLOCK), norms, top, work64, norms64)
+    _mirror_lower(t)
+    return t, scale
+
+
+def prim_edges(sq: NDArray[Any]) -> NDArray[np.int64]:
+    """Dense Prim from vertex 0 over a symmetric (N, N) weight matrix -> (N-1, 2) (parent, child).
+
+    Ties: the next vertex is the lowest-indexed one of minimal key; a key only changes on a strict
+    decrease, so a vertex keeps the earliest tree vertex that reached it. O(N^2) time, O(N) extra.
+    """
+    n = sq.shape[0]
+    dt = sq.dtype
+    key = np.full(n, np.inf, dtype=dt)
+    pen = np.zeros(n, dtype=dt)  # +inf once a vertex is in the tree
+    parent = np.zeros(n, dtype=np.intp)
+    tmp = np.empty(n, dtype=dt)
+    better = np.empty(n, dtype=bool)
+    edges = np.empty((n - 1, 2), dtype=np.int64)
+    v = 0
+    pen[0] = np.inf
+    for step in range(n - 1):
+        np.add(sq[v], pen, out=tmp)
+        np.less(tmp, key, out=better)
+        np.copyto(parent, v, where=better)
+        np.copyto(key, tmp, where=better)
+        u = int(key.argmin())
+        edges[step, 0] = parent[u]
+        edges[step, 1] = u
+        key[u] = np.inf
+        pen[u] = np.inf
+        v = u
+    return edges
+
+
+def edge_lengths(points: NDArray[np.float64], edges: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Euclidean lengths of `edges` computed directly in float64 from the points."""
+    out = np.empty(edges.shape[0], dtype=np.float64)
+    for e0 in range(0, edges.shape[0], _EDGE_CHUNK):
+        e1 = min(edges.shape[0], e0 + _EDGE_CHUNK)
+        diff = points[edges[e0:e1, 0]] - points[edges[e0:e1, 1]]
+        out[e0:e1] = np.sqrt(np.square(diff).sum(axis=1))
+    return out
+
+
+def _canonical(edges: NDArray[np.int64], weights: NDArray[np.float64]) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Rows as (lower, higher) vertex, sorted by (weight, lower, higher): one layout for every path."""
+    lo = np.minimum(edges[:, 0], edges[:, 1])
+    hi = np.maximum(edges[:, 0], edges[:, 1])
+    order = np.lexsort((hi, lo, weights))
+    return np.stack([lo[order], hi[order]], axis=1), weights[order]
+
+
+def _resolve_device(device: Any) -> Any:
+    """None -> numpy path; 'auto' -> CUDA when torch sees one, else numpy; anything else -> torch."""
+    if device is None:
+        return None
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - torch is installed in every environment we ship
+        raise ValueError(f"device={device!r} needs torch, which is not installed") from exc
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else None
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} asked for CUDA, but torch sees no CUDA device")
+    return dev
+
+
+def mst_edges(
+    points: ArrayLike, device: Any = None, precision: Precision = "float32"
+) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """Edges (N-1, 2) of a Euclidean minimum spanning tree and their exact float64 lengths.
+
+    `device`: None (numpy dense Prim), 'auto' (CUDA when present), or a torch device (dense
+    Boruvka in torch). Rows are (lower, higher) vertex index sorted by (length, lower, higher).
+    """
+    x = as_points(points)
+    _dtype(precision)
+    dev = _resolve_device(device)
+    if dev is None:
+        sq, _ = squared_distance_buffer(x, precision)
+        edges = prim_edges(sq)
+        del sq
+    else:
+        edges = boruvka_edges_torch(x, dev, precision)
+    return _canonical(edges, edge_lengths(x, edges))
+
+
+def mst_weight(points: ArrayLike, device: Any = None, precision: Precision = "float32") -> float:
+    """Total Euclidean MST weight of an (N, D) array, exact (float64, fsum) for the tree found."""
+    _, weights = mst_edges(points, device=device, precision=precision)
+    return math.fsum(weights.tolist())
+
+
+def boruvka_edges_torch(points: NDArray[np.float64], device: Any, precision: Precision = "float32") -> NDArray[np.int64]:
+    """Dense Boruvka in torch over the squared-distance matrix -> (N-1, 2) tree edges (numpy).
+
+    Edges are compared by (length, lower index, higher index), a strict total order, so the tree is
+    the unique minimum spanning tree under that order and no tie can close a cycle. Each round
+    every component takes its cheapest outgoing edge; about log2(N) rounds of dense sweeps.
+    """
+    import torch
+
+    dtype = _dtype(precision)
+    tdtype = torch.float32 if dtype == np.float32 else torch.float64
+    work, _ = _scaled_centred(points, np.dtype(np.float64))
+    n = work.shape[0]
+    dev = torch.device(device)
+    # Products in float64 (no TF32, no float32 cancellation), stored in `precision`.
+    x = torch.from_numpy(work).to(dev)
+    norms = (x * x).sum(dim=1)
+    sq = torch.empty((n, n), dtype=tdtype, device=dev)
+    for r0 in range(0, n, _TORCH_ROWS):
+        r1 = min(n, r0 + _TORCH_ROWS)
+        g = x[r0:r1] @ x.T
+        g.mul_(-2.0).add_(norms[r0:r1, None]).add_(norms[None, :]).clamp_(min=0.0)
+        sq[r0:r1] = g
+        del g
+    sq = torch.minimum(sq, sq.T)  # bitwise symmetric: both triangles must agree on every tie
+    sq.fill_diagonal_(float("inf"))
+
+    big = torch.iinfo(torch.int64).max
+    inf = torch.tensor(float("inf"), dtype=tdtype, device=dev)
+    idx = torch.arange(n, device=dev)
+    comp = idx.clone()
+    chosen: list[torch.Tensor] = []
+    n_edges = 0
+    for _round in range(2 * max(1, n).bit_length() + 2):  # each round at least halves the components
+        if n_edges >= n - 1:
+            break
+        best_w = torch.empty(n, dtype=tdtype, device=dev)
+        best_j = torch.empty(n, dtype=torch.int64, device=dev)
+        for r0 in range(0, n, _TORCH_ROWS):
+            r1 = min(n, r0 + _TORCH_ROWS)
+            vals = torch.where(comp[r0:r1, None] == comp[None, :], inf, sq[r0:r1])
+            w = vals.amin(dim=1)
+            # lowest column among ties, stated explicitly rather than relying on argmin's order
+            j = torch.where(vals == w[:, None], idx[None, :], n).amin(dim=1)
+            best_w[r0:r1] = w
+            best_j[r0:r1] = j
+        lo = torch.minimum(idx, best_j)
+        hi = torch.maximum(idx, best_j)
+        eid = lo * n + hi
+        comp_w = torch.full((n,), float("inf"), dtype=tdtype, device=dev)
+        comp_w.scatter_reduce_(0, comp, best_w, reduce="amin")
+        eid = torch.where(best_w == comp_w[comp], eid, big)
+        comp_e = torch.full((n,), big, dtype=torch.int64, device=dev)
+        comp_e.scatter_reduce_(0, comp, eid, reduce="amin")
+        roots = torch.nonzero(comp == idx).squeeze(1)
+        picks = comp_e[roots]
+        a, b = picks // n, picks % n
+        other = torch.where(comp[a] == roots, comp[b], comp[a])
+        new = torch.unique(picks)  # a pair of components choosing the same edge adds it once
+        chosen.append(new)
+        n_edges += int(new.numel())
+        hook = idx.clone()
+        hook[roots] = other
+        mutual = (hook[other] == roots) & (roots < other)
+        hook[roots[mutual]] = roots[mutual]
+        while True:
+            nxt = hook[hook]
+            if torch.equal(nxt, hook):
+                break
+            hook = nxt
+        comp = hook[comp]
+    if n_edges != n - 1:  # pragma: no cover - would mean a bug in the rounds above
+        raise RuntimeError(f"Boruvka produced {n_edges} edges for {n} points")
+    eids = torch.cat(chosen).cpu().numpy() if chosen else np.zeros(0, dtype=np.int64)
+    return np.stack([eids // n, eids % n], axis=1).astype(np.int64)
+
+
+def batched_prim_edges(sq: NDArray[Any], valid: NDArray[np.bool_]) -> NDArray[np.int64]:
+    """Prim on many small graphs at once: (A, P, P) weights, (A, P) mask -> (A, P-1, 2) edges.
+
+    Edges are compared by (weight, lower index, higher index), a strict total order, so each tree
+    is the unique MST under it, the same tree as Kruskal over the pairs (i < j) stably sorted by
+    weight ("ties -> lower index"). Masked-out points are absent; rows past a patch's
+    (valid - 1) edges are -1. One vectorised Prim step per iteration over all A patches.
+    """
+    a_n, p_n = valid.shape
+    rows = np.arange(a_n)
+    cols = np.arange(p_n)
+    big = np.iinfo(np.int64).max
+    done = ~valid  # in the tree already, or absent
+    key = np.full((a_n, p_n), np.inf)
+    kid = np.full((a_n, p_n), big, dtype=np.int64)
+    parent = np.full((a_n, p_n), -1, dtype=np.int64)
+    edges = np.full((a_n, max(p_n - 1, 0), 2), -1, dtype=np.int64)
+    v = valid.argmax(axis=1)
+    done[rows, v] = True
+    for step in range(p_n - 1):
+        row = sq[rows, v]
+        eid = np.minimum(v[:, None], cols) * p_n + np.maximum(v[:, None], cols)
+        better = (row < key) | ((row == key) & (eid < kid))
+        better &= ~done
+        key = np.where(better, row, key)
+        kid = np.where(better, eid, kid)
+        parent = np.where(better, v[:, None], parent)
+        open_key = np.where(done, np.inf, key)
+        low = open_key.min(axis=1)
+        cand = (open_key == low[:, None]) & ~done
+        u = np.where(cand, kid, big).argmin(axis=1)
+        active = cand.any(axis=1)
+        act = rows[active]
+        edges[act, step, 0] = parent[act, u[active]]
+        edges[act, step, 1] = u[active]
+        done[act, u[active]] = True
+        v = np.where(active, u, v)
+    return edges
