@@ -1,0 +1,260 @@
+"""nnssl / OpenMind checkpoints: `{"network_weights": state dict, "nnssl_adaptation_plan": plan}`.
+
+The plan names the architecture (`ResEncL` preset, or `ResidualEncoderUNet` / `PlainConvUNet`
+with `arch_kwargs`) and where the stem and encoder live in the state dict. We build the network
+with `dynamic_network_architectures`, keep its encoder, load stem + encoder strictly and report
+every other key (decoder, projection heads, the decoder's alias of the encoder) as ignored. A
+1-channel stem is repeated for C-channel input as nnU-Net fine-tuning does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models_registry.specs import ModelSpec, PreprocessingSpec
+from worker.adapters.base import (
+    FeatureModel,
+    LoadReport,
+    ModelLoadError,
+    StageInfo,
+    as_state_dict,
+    check_declared_stages,
+    measure_stages,
+    repeat_in_channels,
+    safe_torch_load,
+    sha256_file,
+)
+from worker.decoder import DecoderInit
+
+RESENC_L_KWARGS: dict[str, Any] = {
+    "n_stages": 6,
+    "features_per_stage": [32, 64, 128, 256, 320, 320],
+    "conv_op": "torch.nn.modules.conv.Conv3d",
+    "kernel_sizes": [[3, 3, 3]] * 6,
+    "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2], [2, 2, 2]],
+    "n_blocks_per_stage": [1, 3, 4, 6, 6, 6],
+    "n_conv_per_stage_decoder": [1, 1, 1, 1, 1],
+    "conv_bias": True,
+    "norm_op": "torch.nn.modules.instancenorm.InstanceNorm3d",
+    "norm_op_kwargs": {"eps": 1e-5, "affine": True},
+    "dropout_op": None,
+    "dropout_op_kwargs": None,
+    "nonlin": "torch.nn.modules.activation.LeakyReLU",
+    "nonlin_kwargs": {"inplace": True},
+}
+"""The `ResEncL` preset of nnssl (6 stages 32-64-128-256-320-320, blocks 1-3-4-6-6-6)."""
+
+_IMPORTABLE_ROOTS = ("torch.nn", "dynamic_network_architectures")
+_CLASS_KWARGS = ("conv_op", "norm_op", "dropout_op", "nonlin", "block")
+SUPPORTED_ARCHS = ("ResEncL", "ResidualEncoderUNet", "PlainConvUNet")
+
+
+def resolve_class(dotted: str) -> type:
+    """Import a class named in `arch_kwargs` (torch.nn / dynamic_network_architectures only)."""
+    if not isinstance(dotted, str) or not any(dotted == r or dotted.startswith(r + ".") for r in _IMPORTABLE_ROOTS):
+        raise ModelLoadError("unsupported_architecture", f"refusing to import {dotted!r}: only torch.nn and dynamic_network_architectures classes")
+    module_name, _, attr = dotted.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+        cls = getattr(module, attr)
+    except (ImportError, AttributeError):
+        raise ModelLoadError("unsupported_architecture", f"cannot resolve {dotted!r}") from None
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ModelLoadError("unsupported_architecture", f"{dotted!r} is not an nn.Module class")
+    return cls
+
+
+def _build_network(arch_class_name: str, arch_kwargs: Mapping[str, Any] | None, requiring_import: list[str] | None, in_channels: int) -> nn.Module:
+    from dynamic_network_architectures.architectures.unet import PlainConvUNet, ResidualEncoderUNet
+
+    if arch_class_name == "ResEncL":
+        kwargs = dict(RESENC_L_KWARGS)
+        cls: type = ResidualEncoderUNet
+        requiring_import = ["conv_op", "norm_op", "dropout_op", "nonlin"]
+    elif arch_class_name in ("ResidualEncoderUNet", "PlainConvUNet"):
+        if not isinstance(arch_kwargs, Mapping) or not arch_kwargs:
+            raise ModelLoadError("wrong_format", f"architecture {arch_class_name} needs arch_kwargs in the adaptation plan")
+        kwargs = dict(arch_kwargs)
+        cls = ResidualEncoderUNet if arch_class_name == "ResidualEncoderUNet" else PlainConvUNet
+    else:
+        raise ModelLoadError(
+            "unsupported_architecture", f"nnssl architecture {arch_class_name!r} is not supported (supported: {', '.join(SUPPORTED_ARCHS)})"
+        )
+    for key in set(requiring_import or []) | set(_CLASS_KWARGS):
+        if key in kwargs and isinstance(kwargs[key], str):
+            kwargs[key] = resolve_class(kwargs[key])
+    for key in ("num_classes", "input_channels", "deep_supervision"):
+        kwargs.pop(key, None)
+    try:
+        return cls(input_channels=in_channels, num_classes=1, deep_supervision=False, **kwargs)
+    except (TypeError, AssertionError, ValueError, KeyError) as exc:
+        raise ModelLoadError("unsupported_architecture", f"cannot build {arch_class_name} from arch_kwargs: {exc}") from None
+
+
+def read_plan(ckpt: Mapping[str, Any], spec: ModelSpec, checkpoint_path: Path) -> tuple[dict[str, Any], str]:
+    """The adaptation plan: embedded in the checkpoint, else `spec.architecture['adaptation_plan']`,
+    else an `adaptation_plan.json` beside the checkpoint. Returns (plan, where it came from)."""
+    plan = ckpt.get("nnssl_adaptation_plan")
+    if isinstance(plan, Mapping):
+        return dict(plan), "checkpoint"
+    plan = spec.architecture.get("adaptation_plan")
+    if isinstance(plan, Mapping):
+        return dict(plan), "spec"
+    side = checkpoint_path.parent / "adaptation_plan.json"
+    if side.is_file():
+        try:
+            return dict(json.loads(side.read_text())), "adaptation_plan.json"
+        except (ValueError, TypeError):
+            raise ModelLoadError("wrong_format", "adaptation_plan.json is not valid JSON") from None
+    raise ModelLoadError("wrong_format", "no nnssl_adaptation_plan in the checkpoint, the spec or an adaptation_plan.json beside it")
+
+
+def plan_preprocessing(plan: Mapping[str, Any], in_channels: int) -> PreprocessingSpec | None:
+    """Preprocessing read from the plan (pre-training spacing, z-score, recommended patch), if complete."""
+    try:
+        configs = plan["pretrain_plan"]["configurations"]
+        cfg = next(iter(configs.values())) if isinstance(configs, Mapping) else configs
+        spacing = tuple(float(s) for s in cfg["spacing"])
+        patch = tuple(int(p) for p in plan.get("recommended_downstream_patchsize") or cfg["patch_size"])
+        schemes = cfg.get("normalization_schemes", ["ZScoreNormalization"])
+    except (KeyError, TypeError, ValueError, StopIteration):
+        return None
+    if len(spacing) != 3 or len(patch) != 3 or any("ZScore" not in str(s) for s in schemes):
+        return None
+    return PreprocessingSpec(spacing=spacing, normalization="zscore", patch_size=patch, in_channels=in_channels)  # type: ignore[arg-type]
+
+
+def load_nnssl(
+    spec: ModelSpec,
+    checkpoint_path: Path,
+    *,
+    in_channels: int | None,
+    decoder_init: DecoderInit,
+    decoder_seed: int,
+    device: str,
+) -> FeatureModel:
+    sha = sha256_file(checkpoint_path)
+    ckpt = safe_torch_load(checkpoint_path)
+    if not isinstance(ckpt, Mapping) or "network_weights" not in ckpt:
+        found = sorted(map(str, ckpt.keys()))[:12] if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        raise ModelLoadError("wrong_format", f"not an nnssl checkpoint: no 'network_weights' (found {found})")
+    weights = as_state_dict(ckpt["network_weights"], "network_weights")
+    plan, plan_source = read_plan(ckpt, spec, checkpoint_path)
+    arch = plan.get("architecture_plans") or {}
+    arch_name = arch.get("arch_class_name")
+    if not isinstance(arch_name, str):
+        raise ModelLoadError("wrong_format", "adaptation plan has no architecture_plans.arch_class_name")
+    wanted = spec.architecture.get("arch_class_name")
+    if wanted is not None and wanted != arch_name:
+        raise ModelLoadError("bad_spec", f"spec expects architecture {wanted!r}, the checkpoint's plan says {arch_name!r}")
+    pt_in = int(plan.get("pretrain_num_input_channels", 1))
+    prep = spec.preprocessing
+    target_in = int(in_channels or (prep.in_channels if prep else pt_in))
+
+    net = _build_network(arch_name, arch.get("arch_kwargs"), arch.get("arch_kwargs_requiring_import"), target_in)
+    net_key_encoder = getattr(net, "key_to_encoder", "encoder.stages")
+    net_key_stem = getattr(net, "key_to_stem", "encoder.stem")
+    pt_key_encoder = str(plan.get("key_to_encoder") or net_key_encoder)
+    pt_key_stem = str(plan.get("key_to_stem") or net_key_stem)
+    in_proj = [str(k) for k in (plan.get("keys_to_in_proj") or getattr(net, "keys_to_in_proj", ()))]
+    root = net_key_encoder.split(".")[0]  # "encoder"
+    encoder: nn.Module = getattr(net, root)
+    expected = {f"{root}.{k}": v for k, v in encoder.state_dict().items()}
+
+    report = LoadReport(format="nnssl", sha256=sha)
+    report.meta.update({"arch_class_name": arch_name, "plan_source": plan_source, "pretrain_num_input_channels": pt_in})
+
+    def to_net(key: str) -> str | None:
+        if key.startswith(pt_key_stem + "."):
+            return net_key_stem + key[len(pt_key_stem) :]
+        if key.startswith(pt_key_encoder + "."):
+            return net_key_encoder + key[len(pt_key_encoder) :]
+        return None
+
+    mapped: dict[str, torch.Tensor] = {}
+    for key, value in weights.items():
+        net_key = to_net(key)
+        if net_key is None:
+            report.ignored.append(key)
+        else:
+            mapped[net_key] = value
+    report.missing = sorted(k for k in expected if k not in mapped)
+    report.unexpected = sorted(k for k in mapped if k not in expected)
+    if report.missing:
+        raise ModelLoadError(
+            "missing_keys",
+            f"{len(report.missing)} stem/encoder weights are missing from the checkpoint (first: {report.missing[:3]}); "
+            f"plan keys: stem {pt_key_stem!r}, encoder {pt_key_encoder!r}",
+        )
+    if report.unexpected:
+        raise ModelLoadError(
+            "unexpected_keys",
+            f"{len(report.unexpected)} stem/encoder weights do not exist in {arch_name} (first: {report.unexpected[:3]}): "
+            "the checkpoint's architecture differs from its plan",
+        )
+    proj_weights = {k for k in (to_net(p + ".weight") for p in in_proj) if k is not None}
+    state: dict[str, torch.Tensor] = {}
+    repeated = False
+    for key, want in expected.items():
+        got = mapped[key]
+        if tuple(got.shape) != tuple(want.shape):
+            if key in proj_weights:
+                if got.ndim == want.ndim and got.shape[1] == 1 and got.shape[0] == want.shape[0] and got.shape[2:] == want.shape[2:]:
+                    got = repeat_in_channels(got, int(want.shape[1]))
+                    repeated = True
+                else:
+                    raise ModelLoadError(
+                        "channel_mismatch",
+                        f"stem expects {want.shape[1]} input channels, checkpoint has {got.shape[1]} (only 1 -> C is adapted)",
+                    )
+            else:
+                raise ModelLoadError("shape_mismatch", f"{key}: checkpoint {tuple(got.shape)} vs network {tuple(want.shape)}")
+        state[key[len(root) + 1 :]] = got.to(want.dtype)
+    encoder.load_state_dict(state, strict=True)
+    report.loaded = sorted(expected)
+    if repeated:
+        report.notes.append(f"stem weights repeated from {pt_in} to {target_in} input channels (divided by {target_in})")
+    del net  # the pretrained/random decoder of the U-Net is never used
+
+    if hasattr(encoder, "return_skips"):
+        encoder.return_skips = True
+    strides_cum = _cumulative_strides(encoder)
+    coarse = [max(s[a] for s in strides_cum) for a in range(3)]
+    measured = measure_stages(encoder, target_in, [2 * c for c in coarse])
+    if spec.encoder_stages():
+        check_declared_stages(spec.encoder_stages(), measured)
+        measured = [StageInfo(d.name, m.channels, m.stride, "encoder") for d, m in zip(spec.encoder_stages(), measured)]
+    if prep is None:
+        prep = plan_preprocessing(plan, target_in)
+        if prep is not None:
+            report.notes.append("preprocessing taken from the adaptation plan")
+    elif prep.in_channels != target_in:
+        prep = prep.model_copy(update={"in_channels": target_in})
+    return FeatureModel(
+        encoder,
+        measured,
+        load_report=report,
+        preprocessing=prep,
+        in_channels=target_in,
+        decoder_init=decoder_init,
+        decoder_seed=decoder_seed,
+        device=device,
+    )
+
+
+def _cumulative_strides(encoder: nn.Module) -> list[tuple[int, int, int]]:
+    out, cur = [], [1, 1, 1]
+    for s in getattr(encoder, "strides", []):
+        s3 = list(s) if isinstance(s, (list, tuple)) else [int(s)] * 3
+        cur = [c * int(x) for c, x in zip(cur, s3)]
+        out.append((cur[0], cur[1], cur[2]))
+    if not out:
+        raise ModelLoadError("unsupported_architecture", "encoder does not expose its strides")
+    return out
