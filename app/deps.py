@@ -7,13 +7,14 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.context import AppContext
 from app.errors import ApiError
 from models_registry.tenants import hash_key, tenant_id_for_key
 
 
-def get_ctx(request: Request) -> AppContext:
+async def get_ctx(request: Request) -> AppContext:
     return request.app.state.ctx  # type: ignore[no-any-return]
 
 
@@ -25,19 +26,23 @@ def get_session(ctx: Annotated[AppContext, Depends(get_ctx)]) -> Iterator[Sessio
         session.close()
 
 
-def get_tenant(
+def _lookup_tenant(ctx: AppContext, key: str) -> str | None:
+    with ctx.sessions() as session:
+        return tenant_id_for_key(session, key, ctx.settings.secret_key)
+
+
+async def get_tenant(
     ctx: Annotated[AppContext, Depends(get_ctx)],
     x_api_key: Annotated[str | None, Header(description="Tenant API key from `toporank create-tenant`.")] = None,
 ) -> str:
-    """The tenant id owning the `X-API-Key` header; 401 otherwise."""
+    """The tenant id owning the `X-API-Key` header; 401 otherwise (cached for a few seconds)."""
     if not x_api_key:
         raise ApiError(401, "missing_api_key", "send your API key in the X-API-Key header")
     digest = hash_key(x_api_key, ctx.settings.secret_key)
     tenant = ctx.auth_cache.get(digest)
     if tenant is not None:
         return tenant
-    with ctx.sessions() as session:
-        tenant = tenant_id_for_key(session, x_api_key, ctx.settings.secret_key)
+    tenant = await run_in_threadpool(_lookup_tenant, ctx, x_api_key)
     if tenant is None:
         raise ApiError(401, "invalid_api_key", "unknown or revoked API key")
     ctx.auth_cache.put(digest, tenant)

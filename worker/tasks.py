@@ -108,7 +108,7 @@ def load_cases(ctx: WorkerContext, pilot_set: PilotSet) -> list[Any]:
     import nibabel as nib
     import numpy as np
 
-    from worker.pipeline import CaseVolume
+    from worker.extract import CaseVolume
 
     root = _stored(ctx, pilot_set.storage_path) / "cases"
     out = []

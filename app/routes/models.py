@@ -171,6 +171,7 @@ def delete_model(model_id: str, session: Db, tenant: TenantId, ctx: Ctx) -> None
     for job_id in set(jobs):
         refresh_job(session, job_id)
     session.commit()
+    ctx.rank_cache.clear()
     ctx.storage.remove(ctx.storage.resolve(path).parent)
 
 

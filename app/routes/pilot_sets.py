@@ -144,4 +144,5 @@ def delete_pilot_set(pilot_set_id: str, session: Db, tenant: TenantId, ctx: Ctx)
     path = ps.storage_path
     session.delete(ps)
     session.commit()
+    ctx.rank_cache.clear()
     ctx.storage.remove(path)

@@ -13,10 +13,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from app.deps import Ctx, Db, TenantId
 from app.errors import ApiError, not_found
-from app.context import RankCache
+from app.context import AppContext, RankCache
 from app.ranking import evaluate_ranking, fused_ranking
 from app.routes.pilot_sets import owned_pilot_set
 from app.schemas import ErrorBody, EvaluationIn, EvaluationOut, RankingIn, RankingList, RankingOut, RankOut
@@ -221,8 +222,7 @@ def _scored_items(session: Session, job: RankingJob) -> tuple[dict[str, ModelSco
         "models scored so far, the others listed in `missing`)."
     ),
 )
-def rank(
-    session: Db,
+async def rank(
     tenant: TenantId,
     ctx: Ctx,
     ranking_id: str,
@@ -231,36 +231,67 @@ def rank(
     a: float | None = None,
     b: float | None = None,
 ) -> Response:
-    job = owned_job(session, tenant, ranking_id)
-    if job.status != "succeeded" and not partial:
-        headers = {"Retry-After": RETRY_AFTER_S} if job.status not in TERMINAL_JOB else None
-        raise ApiError(409, "ranking_incomplete", f"ranking is {job.status}; retry later or pass partial=true", headers=headers)
-    fusion = dict(job.fusion)
-    a_val = float(a if a is not None else fusion.get("a", 6.0))
-    b_val = b if b is not None else fusion.get("b")
-    b_val = float(b_val) if b_val is not None else math.log(2.5)
-    alpha_val = alpha if alpha is not None else fusion.get("alpha")
-    cache: RankCache = ctx.rank_cache
-    key = (job.id, job.updated_at.isoformat() if job.updated_at else "", job.status, partial, alpha_val, a_val, b_val)
-    body = cache.get(key) if job.status in TERMINAL_JOB else None
+    head = ctx.rank_cache.head(ranking_id)
+    body = None
+    if head is not None and head.tenant_id == tenant:
+        body = ctx.rank_cache.get(_body_key(ranking_id, head, partial, alpha, a, b))
     if body is None:
+        body = await run_in_threadpool(_rank_body, ctx, tenant, ranking_id, partial, alpha, a, b)
+    return Response(content=body, media_type="application/json")
+
+
+def _fusion_params(head: Any, alpha: float | None, a: float | None, b: float | None) -> tuple[float | None, float, float]:
+    fusion = dict(head.fusion or {})
+    a_val = float(a if a is not None else fusion.get("a", 6.0))
+    b_raw = b if b is not None else fusion.get("b")
+    b_val = float(b_raw) if b_raw is not None else math.log(2.5)
+    alpha_val = alpha if alpha is not None else fusion.get("alpha")
+    return alpha_val, a_val, b_val
+
+
+def _body_key(ranking_id: str, head: Any, partial: bool, alpha: float | None, a: float | None, b: float | None) -> tuple[Any, ...]:
+    stamp = head.updated_at.isoformat() if head.updated_at else ""
+    return (ranking_id, stamp, head.status, partial, *_fusion_params(head, alpha, a, b))
+
+
+def _rank_body(
+    ctx: AppContext, tenant: str, ranking_id: str, partial: bool, alpha: float | None, a: float | None, b: float | None
+) -> bytes:
+    """The serialized fused ranking; finished rankings are served from the cache after one PK lookup."""
+    with ctx.sessions() as session:
+        head = session.execute(
+            select(RankingJob.tenant_id, RankingJob.status, RankingJob.fusion, RankingJob.updated_at).where(RankingJob.id == ranking_id)
+        ).first()
+        if head is None or head.tenant_id != tenant:
+            raise not_found("ranking")
+        status = head.status
+        if status != "succeeded" and not partial:
+            headers = {"Retry-After": RETRY_AFTER_S} if status not in TERMINAL_JOB else None
+            raise ApiError(409, "ranking_incomplete", f"ranking is {status}; retry later or pass partial=true", headers=headers)
+        alpha_val, a_val, b_val = _fusion_params(head, alpha, a, b)
+        key = _body_key(ranking_id, head, partial, alpha, a, b)
+        cache: RankCache = ctx.rank_cache
+        if status in TERMINAL_JOB:
+            cache.put_head(ranking_id, head)
+        body = cache.get(key) if status in TERMINAL_JOB else None
+        if body is not None:
+            return body
+        job = owned_job(session, tenant, ranking_id)
         scores, names = _scored_items(session, job)
         if not scores:
-            headers = {"Retry-After": RETRY_AFTER_S} if job.status not in TERMINAL_JOB else None
-            raise ApiError(409, "no_scores", f"no model of this ranking has a score yet (status {job.status})", headers=headers)
-        K = _num_foreground(session, job)
-        order = [it.model_id for it in job.items]
-        out = fused_ranking(scores, names, K, a=a_val, b=b_val, alpha=alpha_val)
+            headers = {"Retry-After": RETRY_AFTER_S} if status not in TERMINAL_JOB else None
+            raise ApiError(409, "no_scores", f"no model of this ranking has a score yet (status {status})", headers=headers)
+        out = fused_ranking(scores, names, _num_foreground(session, job), a=a_val, b=b_val, alpha=alpha_val)
         out.update(
             ranking_id=job.id,
-            status=job.status,
-            partial=job.status != "succeeded",
-            missing=[m for m in order if m not in scores],
+            status=status,
+            partial=status != "succeeded",
+            missing=[it.model_id for it in job.items if it.model_id not in scores],
         )
         body = json.dumps(out, separators=(",", ":")).encode()
-        if job.status in TERMINAL_JOB:
+        if status in TERMINAL_JOB:
             cache.put(key, body)
-    return Response(content=body, media_type="application/json")
+        return body
 
 
 @router.post(

@@ -1,0 +1,59 @@
+"""Process-level guarantees: the API never imports torch; Celery is set up for long GPU tasks;
+the CLI's commands exist and create-tenant prints a working key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from toporank.cli import build_parser, worker_argv
+from toporank.settings import Settings
+from worker.celery_app import celery_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_api_and_task_modules_do_not_import_torch(tmp_path):
+    code = (
+        "import sys, os\n"
+        "from app.main import create_app\n"
+        "import worker.tasks, worker.celery_app, app.dispatch\n"
+        "create_app()\n"
+        "print('torch' in sys.modules, 'monai' in sys.modules)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "TOPORANK_DATA_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False False"
+
+
+def test_celery_settings_for_long_gpu_tasks(tmp_path):
+    redis = celery_config(Settings(data_dir=tmp_path, broker_url="redis://h:6379/0", visibility_timeout_s=7200))
+    assert redis["task_acks_late"] and redis["task_reject_on_worker_lost"]
+    assert redis["worker_prefetch_multiplier"] == 1 and redis["worker_concurrency"] == 1
+    assert redis["broker_transport_options"]["visibility_timeout"] == 7200
+    fs = celery_config(Settings(data_dir=tmp_path))
+    assert fs["broker_url"] == "filesystem://" and fs["result_backend"].startswith("db+sqlite:///")
+    assert Path(fs["broker_transport_options"]["data_folder_in"]).is_dir()
+    argv = worker_argv("q", "INFO")
+    assert "--concurrency=1" in argv and "--prefetch-multiplier=1" in argv and "--pool=prefork" in argv
+
+
+def test_cli_commands_and_create_tenant(tmp_path):
+    parser = build_parser()
+    for cmd in (["serve"], ["api"], ["worker"], ["migrate"], ["create-tenant", "x"], ["build-demo-zoo"], ["demo"]):
+        assert parser.parse_args(cmd).func is not None
+    env = {"PATH": "/usr/bin:/bin", "TOPORANK_DATA_DIR": str(tmp_path), "TOPORANK_SECRET_KEY": "k" * 20}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "toporank.cli", *a], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)  # noqa: E731
+    assert run("migrate").returncode == 0
+    out = run("create-tenant", "clinic")
+    assert out.returncode == 0 and out.stdout.strip().startswith("trk_")
+    from models_registry.db import make_engine, make_sessionmaker
+    from models_registry.tenants import tenant_id_for_key
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'toporank.db'}")
+    with make_sessionmaker(engine)() as s:
+        assert tenant_id_for_key(s, out.stdout.strip(), "k" * 20) is not None
+        assert tenant_id_for_key(s, out.stdout.strip(), "other-secret") is None
+    engine.dispose()

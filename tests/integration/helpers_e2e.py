@@ -1,0 +1,59 @@
+"""Client-side helpers shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ckpt_builder import SPEC
+from toporank_fixtures import nnunet_files, write_zip
+
+SMALL = {"n_samples": 256, "n_anchors": 32}
+TERMINAL = {"succeeded", "partial", "failed", "cancelled"}
+
+
+def upload_pilot(c: httpx.Client, tmp: Path, n_cases: int = 3) -> dict[str, Any]:
+    path = write_zip(tmp / f"pilot-{time.monotonic_ns()}.zip", nnunet_files(n_cases=n_cases, k=2))
+    with open(path, "rb") as fh:
+        r = c.post("/v1/pilot-sets", files={"archive": ("pilot.zip", fh)})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def register(c: httpx.Client, ckpt: Path | bytes, name: str, wait: int = 120) -> dict[str, Any]:
+    data = ckpt if isinstance(ckpt, bytes) else ckpt.read_bytes()
+    r = c.post(
+        "/v1/models",
+        params={"wait": wait},
+        files={"spec": (None, json.dumps({**SPEC, "name": name})), "checkpoint": ("checkpoint_final.pth", data)},
+    )
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def poll(c: httpx.Client, ranking_id: str, timeout: float = 240, until=TERMINAL, seen: list | None = None) -> dict[str, Any]:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = c.get(f"/v1/rankings/{ranking_id}").json()
+        if seen is not None:
+            seen.append(body)
+        if body["status"] in until:
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"ranking {ranking_id} still {body['status']} after {timeout}s: {body}")
+
+
+def wait_item_running(c: httpx.Client, ranking_id: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = c.get(f"/v1/rankings/{ranking_id}").json()
+        if any(it["status"] == "running" and it["stage"] not in (None, "loading") for it in body["items"]):
+            return body
+        if body["status"] in TERMINAL:
+            raise AssertionError(f"ranking finished before any item was seen running: {body}")
+        time.sleep(0.05)
+    raise AssertionError("no item started running")

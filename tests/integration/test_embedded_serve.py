@@ -1,0 +1,51 @@
+"""`toporank serve` (API + one worker, SQLite, filesystem broker, no servers): a crash of the whole
+service mid-task loses the broker's message, and the next start re-queues the job, which completes."""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import sys
+
+import httpx
+import pytest
+
+from services import Stack, free_port, wait_for
+from helpers_e2e import SMALL, poll, register, upload_pilot, wait_item_running
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_serve_crash_then_restart_requeues_and_completes(tmp_path, checkpoints):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOPORANK_")}
+    env.update(
+        TOPORANK_DATA_DIR=str(tmp_path / "data"),
+        TOPORANK_SECRET_KEY="serve-secret-0123456789",
+        TOPORANK_DEVICE="cpu",
+        TOPORANK_LOG_LEVEL="WARNING",
+        TOPORANK_TASK_QUEUE=f"toporank-serve-{secrets.token_hex(4)}",
+        OMP_NUM_THREADS="1",
+    )
+    stack = Stack("serve", tmp_path, env, port=free_port())
+    argv = [sys.executable, "-m", "toporank.cli", "serve", "--port", str(stack.port)]
+    try:
+        stack.spawn("serve", argv)
+        wait_for(lambda: httpx.get(stack.url + "/readyz", timeout=2).status_code == 200, 90, "serve readiness")
+        stack.keys["a"] = stack.cli("create-tenant", "clinic").strip()
+        c = stack.client()
+        ps = upload_pilot(c, tmp_path, n_cases=2)
+        model = register(c, checkpoints[0], "tiny")
+        assert model["status"] == "ready"
+        rid = c.post("/v1/rankings", json={"pilot_set_id": ps["id"], "model_ids": [model["id"]], "config": SMALL}).json()["id"]
+        wait_item_running(c, rid)
+        stack.stop("serve", signal.SIGKILL)  # the whole process group: API, worker, pool process
+        stack.spawn("serve", argv)
+        wait_for(lambda: httpx.get(stack.url + "/readyz", timeout=2).status_code == 200, 90, "serve restart")
+        done = poll(c, rid)
+        assert done["status"] == "succeeded", (done, stack.log("serve")[-3000:])
+        assert done["items"][0]["attempts"] == 2
+        assert "re-queued 1 ranking item" in stack.log("serve")
+    finally:
+        stack.stop("serve")
