@@ -19,7 +19,7 @@ from nibabel.nifti1 import Nifti1Header
 
 from app.ingest.errors import Problem
 
-CHUNK_VOXELS = 4 << 20
+CHUNK_VOXELS = 1 << 20
 MAX_VOX_OFFSET = 16 << 20
 _ALLOWED_KINDS = {"u", "i", "f"}
 

@@ -140,7 +140,8 @@ async def create_model(
     while True:
         with ctx.sessions() as session:
             current = session.get(Model, model_id)
-            assert current is not None
+            if current is None:  # deleted while we waited
+                raise not_found("model")
             if current.status != "validating" or time.monotonic() >= deadline:
                 return model_dict(current)
         await asyncio.sleep(0.2)

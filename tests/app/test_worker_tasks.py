@@ -1,0 +1,86 @@
+"""Task bodies run in-process against the registry (the paths that need no scoring): redelivery
+after the task finished, reuse of an existing score, cancel before start, attempt limit, deleted
+inputs, and start-up re-queueing of the embedded mode."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from app.recovery import requeue_unfinished
+from models_registry.tables import Model, ModelScore, RankingItem, RankingJob
+from toporank_fixtures import nnunet_files, write_zip
+from worker.tasks import WorkerContext, score_item_impl
+
+SPEC = {"name": "m", "format": "nnssl", "catalog": "demo-resenc-mae"}
+
+
+@pytest.fixture
+def job(api, keys, tmp_path, settings):  # type: ignore[no-untyped-def]
+    h = {"X-API-Key": keys["a"]}
+    with open(write_zip(tmp_path / "p.zip", nnunet_files(1)), "rb") as fh:
+        ps = api.post("/v1/pilot-sets", headers=h, files={"archive": ("p.zip", fh)}).json()
+    mids = [
+        api.post("/v1/models", headers=h, files={"spec": (None, json.dumps(SPEC)), "checkpoint": ("c", b"x" * (i + 10))}).json()["id"]
+        for i in range(2)
+    ]
+    rid = api.post("/v1/rankings", headers=h, json={"pilot_set_id": ps["id"], "model_ids": mids}).json()["id"]
+    ctx = WorkerContext(settings, api.app.state.ctx.sessions, settings.storage_root)
+    return {"rid": rid, "ctx": ctx, "h": h, "ps": ps["id"], "mids": mids}
+
+
+def _items(sessions, rid):  # type: ignore[no-untyped-def]
+    with sessions() as s:
+        return [(it.id, it.status, it.attempts, it.error_code, it.reused) for it in s.get(RankingJob, rid).items]
+
+
+def test_existing_score_is_reused_and_finished_items_skipped(job, sessions):
+    with sessions() as s:
+        j = s.get(RankingJob, job["rid"])
+        s.add(ModelScore(pilot_set_id=job["ps"], model_id=job["mids"][0], config_hash=j.config_hash, config=j.config, grtd=-0.1,
+                         lbtc=0.9, baselines={}, result={}, timings={}, checkpoint_sha256="0" * 64, code_version="1"))
+        s.commit()
+    item0 = _items(sessions, job["rid"])[0][0]
+    assert score_item_impl(job["ctx"], item0) == "succeeded"
+    assert _items(sessions, job["rid"])[0][1:] == ("succeeded", 0, None, True)
+    assert score_item_impl(job["ctx"], item0) == "succeeded"  # duplicate delivery: no-op
+    assert score_item_impl(job["ctx"], "it_missing") == "gone"
+
+
+def test_cancelled_ranking_and_attempt_limit(job, sessions, settings):
+    ids = [i[0] for i in _items(sessions, job["rid"])]
+    with sessions() as s:
+        s.get(RankingItem, ids[1]).attempts = settings.max_task_attempts
+        s.commit()
+    assert score_item_impl(job["ctx"], ids[1]) == "failed"
+    assert _items(sessions, job["rid"])[1][3] == "worker_lost"
+    with sessions() as s:
+        s.get(RankingJob, job["rid"]).cancel_requested = True
+        s.commit()
+    assert score_item_impl(job["ctx"], ids[0]) == "cancelled"
+    with sessions() as s:
+        assert s.get(RankingJob, job["rid"]).status == "cancelled"
+
+
+def test_invalid_model_fails_item(job, sessions):
+    with sessions() as s:
+        m = s.get(Model, job["mids"][0])
+        m.status, m.error_code, m.error_detail = "invalid", "missing_keys", "no encoder"
+        s.commit()
+    item0 = _items(sessions, job["rid"])[0][0]
+    assert score_item_impl(job["ctx"], item0) == "failed"
+    assert _items(sessions, job["rid"])[0][3] == "missing_keys"
+
+
+def test_requeue_unfinished_at_startup(job, sessions, dispatcher):
+    ids = [i[0] for i in _items(sessions, job["rid"])]
+    with sessions() as s:
+        s.get(RankingItem, ids[0]).status = "running"  # left running by a crash
+        s.commit()
+    dispatcher.scored.clear()
+    dispatcher.validated.clear()
+    counts = requeue_unfinished(sessions, dispatcher)
+    assert counts == {"items": 2, "models": 2, "cancelled": 0}
+    assert sorted(dispatcher.scored) == sorted(ids) and sorted(dispatcher.validated) == sorted(job["mids"])
+    assert [i[1] for i in _items(sessions, job["rid"])] == ["queued", "queued"]
