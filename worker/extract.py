@@ -1,0 +1,263 @@
+"""Multi-scale feature extraction at given physical points (metrics.md §2 and §4.2).
+
+For one case: normalise, resample to the model's spacing, pad, run sliding windows (one window
+batch in memory at a time), and for each requested stage read the features at the requested
+original-grid points by trilinear interpolation with voxel centres aligned
+(u = (q + 0.5) / stride - 0.5 in the window's stage grid). Overlapping windows are blended with
+nnU-Net's Gaussian importance weights. A point is read only from windows whose stage grid holds
+its whole interpolation cell; points that no window holds that way (within half a stage cell of
+the padded volume's border) are read with clamped (edge) interpolation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from models_registry.specs import PreprocessingSpec
+from worker.adapters.base import FeatureModel
+from worker.preprocess import WindowLayout, normalize, pad_to_layout, plan_windows, resample_image, resampled_shape
+
+GAUSSIAN_SIGMA_SCALE = 1.0 / 8.0  # nnU-Net's sliding-window importance map
+
+
+@dataclass
+class CaseVolume:
+    """One pilot case: `image` (C, X, Y, Z) float32, `label` (X, Y, Z) int, `spacing` in mm."""
+
+    image: NDArray[np.float32]
+    label: NDArray[np.integer]
+    spacing: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        img = np.asarray(self.image)
+        if img.ndim == 3:
+            img = img[None]
+        if img.ndim != 4:
+            raise ValueError(f"image must be (C, X, Y, Z), got shape {img.shape}")
+        if not np.issubdtype(img.dtype, np.number):
+            raise ValueError(f"image must be numeric, got {img.dtype}")
+        img = img.astype(np.float32, copy=False)
+        if not np.all(np.isfinite(img)):
+            raise ValueError("image contains NaN or inf")
+        lab = np.asarray(self.label)
+        if lab.shape != img.shape[1:]:
+            raise ValueError(f"label shape {lab.shape} does not match image spatial shape {img.shape[1:]}")
+        if np.issubdtype(lab.dtype, np.floating):
+            if not np.all(np.isfinite(lab)) or not np.all(lab == np.round(lab)):
+                raise ValueError("label must hold integer class ids")
+        elif not (np.issubdtype(lab.dtype, np.integer) or lab.dtype == bool):
+            raise ValueError(f"label must be integer, got {lab.dtype}")
+        if lab.size and lab.min() < 0:
+            raise ValueError("label holds negative values")
+        sp = tuple(float(s) for s in self.spacing)
+        if len(sp) != 3 or not all(np.isfinite(sp)) or min(sp) <= 0:
+            raise ValueError(f"spacing must be 3 positive finite numbers, got {self.spacing}")
+        self.image = img
+        self.label = lab.astype(np.int64, copy=False)
+        self.spacing = sp  # type: ignore[assignment]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.label.shape)  # type: ignore[return-value]
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.image.shape[0])
+
+
+@dataclass
+class CaseExtraction:
+    """Features per requested stage, (N_stage, C_stage) float32 in the order of the request."""
+
+    features: dict[str, NDArray[np.float32]]
+    layout: WindowLayout
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+def case_layout(case: CaseVolume, prep: PreprocessingSpec, coarsest: Sequence[int], overlap: float) -> WindowLayout:
+    """The padded window layout of `case` in the model grid of `prep`."""
+    model_shape = resampled_shape(case.shape, case.spacing, prep.spacing)
+    return plan_windows(case.shape, model_shape, prep.patch_size, coarsest, overlap)
+
+
+def trilinear(fmap: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Features of a (C, n0, n1, n2) map at continuous cell coordinates u (M, 3) -> (M, C).
+
+    Coordinates outside [0, n-1] are clamped (edge values). Exact for maps linear in position.
+    """
+    n = torch.tensor(fmap.shape[1:], device=u.device, dtype=u.dtype)
+    u = torch.minimum(torch.clamp(u, min=0.0), n - 1)
+    i0 = torch.floor(u).long()
+    t = (u - i0.to(u.dtype)).to(fmap.dtype)
+    sizes = [int(s) for s in fmap.shape[1:]]
+    i1 = torch.stack([torch.clamp(i0[:, a] + 1, max=sizes[a] - 1) for a in range(3)], dim=1)
+    flat = fmap.reshape(fmap.shape[0], -1)
+    out = torch.zeros((fmap.shape[0], u.shape[0]), dtype=fmap.dtype, device=fmap.device)
+    for cx in (0, 1):
+        ix = i1[:, 0] if cx else i0[:, 0]
+        wx = t[:, 0] if cx else 1 - t[:, 0]
+        for cy in (0, 1):
+            iy = i1[:, 1] if cy else i0[:, 1]
+            wy = t[:, 1] if cy else 1 - t[:, 1]
+            for cz in (0, 1):
+                iz = i1[:, 2] if cz else i0[:, 2]
+                wz = t[:, 2] if cz else 1 - t[:, 2]
+                idx = (ix * sizes[1] + iy) * sizes[2] + iz
+                out += flat[:, idx] * (wx * wy * wz)
+    return out.T
+
+
+def gaussian_weight(local: NDArray[np.float64], patch: Sequence[int]) -> NDArray[np.float64]:
+    """nnU-Net's Gaussian importance (sigma = patch / 8) at window-local voxel coordinates."""
+    p = np.asarray(patch, np.float64)
+    z = (local - (p - 1) / 2) / (p * GAUSSIAN_SIGMA_SCALE)
+    return np.exp(-0.5 * np.sum(z * z, axis=-1))
+
+
+def _has_valid_window(u_global: NDArray[np.float64], starts_cells: Sequence[NDArray[np.int64]], n_cells: Sequence[int]) -> NDArray[np.bool_]:
+    ok = np.ones(u_global.shape[0], dtype=bool)
+    for a in range(3):
+        s = starts_cells[a][None, :]
+        ua = u_global[:, a : a + 1]
+        ok &= np.any((ua >= s) & (ua <= s + n_cells[a] - 1), axis=1)
+    return ok
+
+
+def extract_case(
+    model: FeatureModel,
+    case: CaseVolume,
+    queries: Mapping[str, NDArray[np.floating]],
+    *,
+    overlap: float = 0.5,
+    batch_size: int = 1,
+    progress: Callable[[float], None] | None = None,
+) -> CaseExtraction:
+    """Features of `case` at `queries[stage]` ((N, 3) original-grid voxel coordinates) per stage."""
+    prep = model.preprocessing
+    if prep is None:
+        raise ValueError("the model has no preprocessing spec (spacing, patch size); set it in the registry spec")
+    if case.n_channels != model.in_channels:
+        raise ValueError(f"case has {case.n_channels} channels, the model was built for {model.in_channels}")
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    stage_info = {s.name: s for s in model.stages}
+    for name, pts in queries.items():
+        if name not in stage_info:
+            raise ValueError(f"unknown stage {name!r}; stages: {sorted(stage_info)}")
+        arr = np.asarray(pts)
+        if arr.ndim != 2 or arr.shape[1] != 3:
+            raise ValueError(f"points for stage {name!r} must be (N, 3), got {arr.shape}")
+    t0 = time.perf_counter()
+    layout = case_layout(case, prep, model.coarsest_stride, overlap)
+    img = normalize(case.image, prep)
+    img_t = pad_to_layout(resample_image(img, layout.model_shape), layout)
+    del img
+    device = model.device
+    patch = np.asarray(layout.patch)
+
+    # Per stage: padded model-grid coordinates, accumulators, and the border points.
+    state: dict[str, dict[str, Any]] = {}
+    for name, pts in queries.items():
+        st = np.asarray(stage_info[name].stride, np.float64)
+        q = layout.to_padded(np.asarray(pts, np.float64))
+        n_cells = [int(p // s) for p, s in zip(layout.patch, stage_info[name].stride)]
+        starts_cells = [np.asarray(s, np.int64) // int(stg) for s, stg in zip(layout.starts, stage_info[name].stride)]
+        u_global = (q + 0.5) / st - 0.5
+        valid_somewhere = _has_valid_window(u_global, starts_cells, n_cells)
+        n = q.shape[0]
+        c = stage_info[name].channels
+        state[name] = {
+            "q": q,
+            "stride": st,
+            "border": np.flatnonzero(~valid_somewhere),
+            "acc": torch.zeros((n, c), dtype=torch.float32, device=device),
+            "wsum": torch.zeros(n, dtype=torch.float64, device=device),
+            "bacc": torch.zeros((int((~valid_somewhere).sum()), c), dtype=torch.float32, device=device),
+            "bwsum": torch.zeros(int((~valid_somewhere).sum()), dtype=torch.float64, device=device),
+        }
+    windows = layout.windows()
+    use_cuda = device.type == "cuda"
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else contextlib.nullcontext()
+    n_forward = 0
+    for b0 in range(0, len(windows), batch_size):
+        batch = windows[b0 : b0 + batch_size]
+        x = torch.stack(
+            [img_t[:, s0 : s0 + patch[0], s1 : s1 + patch[1], s2 : s2 + patch[2]] for s0, s1, s2 in batch]
+        ).to(device, non_blocking=True)
+        with torch.no_grad(), amp:
+            maps = model.forward(x)
+        n_forward += 1
+        for name, stt in state.items():
+            fm = maps[name]
+            for j, start in enumerate(batch):
+                _accumulate(stt, fm[j].float(), np.asarray(start, np.float64), patch)
+        del maps, x
+        if progress is not None:
+            progress(min(1.0, (b0 + len(batch)) / len(windows)))
+    features: dict[str, NDArray[np.float32]] = {}
+    n_border: dict[str, int] = {}
+    for name, stt in state.items():
+        acc, w = stt["acc"], stt["wsum"]
+        border = stt["border"]
+        if border.size:
+            bw = stt["bwsum"]
+            if torch.any(bw <= 0):
+                raise RuntimeError(f"stage {name}: {int((bw <= 0).sum())} points lie in no window (layout bug)")
+            acc[torch.as_tensor(border, device=device)] = (stt["bacc"] / bw[:, None].to(torch.float32)).to(acc.dtype)
+            w = w.clone()
+            w[torch.as_tensor(border, device=device)] = 1.0
+        if torch.any(w <= 0):
+            raise RuntimeError(f"stage {name}: {int((w <= 0).sum())} points got no window (layout bug)")
+        interior = torch.ones(acc.shape[0], dtype=torch.bool, device=device)
+        if border.size:
+            interior[torch.as_tensor(border, device=device)] = False
+        acc[interior] = acc[interior] / w[interior, None].to(torch.float32)
+        features[name] = acc.cpu().numpy()
+        n_border[name] = int(border.size)
+    diag = {
+        "model_shape": list(layout.model_shape),
+        "padded_shape": list(layout.padded_shape),
+        "n_windows": layout.n_windows,
+        "n_forward_batches": n_forward,
+        "border_points": n_border,
+        "seconds": time.perf_counter() - t0,
+    }
+    return CaseExtraction(features=features, layout=layout, diagnostics=diag)
+
+
+def _accumulate(stt: dict[str, Any], fmap: torch.Tensor, start: NDArray[np.float64], patch: NDArray[np.int64]) -> None:
+    """Add one window's stage map `fmap` (C, n0, n1, n2) into a stage's accumulators."""
+    q, st = stt["q"], stt["stride"]
+    device = fmap.device
+    local = q - start
+    u = (local + 0.5) / st - 0.5
+    n_cells = np.asarray(fmap.shape[1:], np.float64)
+    valid = np.all((u >= 0) & (u <= n_cells - 1), axis=1)
+    border = stt["border"]
+    if border.size:
+        valid[border] = False
+    idx = np.flatnonzero(valid)
+    if idx.size:
+        w = gaussian_weight(local[idx], patch)
+        vals = trilinear(fmap, torch.as_tensor(u[idx], device=device))
+        wt = torch.as_tensor(w, device=device)
+        stt["acc"][torch.as_tensor(idx, device=device)] += vals * wt[:, None].to(vals.dtype)
+        stt["wsum"][torch.as_tensor(idx, device=device)] += wt
+    if border.size:
+        lb = local[border]
+        inside = np.all((lb >= -0.5) & (lb < patch - 0.5), axis=1)
+        bidx = np.flatnonzero(inside)
+        if bidx.size:
+            w = gaussian_weight(lb[bidx], patch)
+            vals = trilinear(fmap, torch.as_tensor(u[border[bidx]], device=device))
+            wt = torch.as_tensor(w, device=device)
+            stt["bacc"][torch.as_tensor(bidx, device=device)] += vals * wt[:, None].to(vals.dtype)
+            stt["bwsum"][torch.as_tensor(bidx, device=device)] += wt

@@ -1,0 +1,243 @@
+"""Score one model on one pilot set: load, extract at the shared points, GRTD, LBTC, baselines.
+
+The sample plan and the boundary anchors come from the ORIGINAL label grids and the config seed
+only (metrics.md §2, §4), so every model is scored on the same physical points. LBTC patches are
+laid out per stage with step = the stage's stride converted to original-grid voxels.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from models_registry.catalog import resolve_spec
+from models_registry.specs import ModelSpec
+from transferability.config import SCORING_CODE_VERSION, ScoringConfig
+from transferability.sampling import boundary_anchors, nearest_labels, patch_grid, sample_points
+from worker.adapters import FeatureModel, load_feature_model, resolve_device
+from worker.extract import CaseVolume, case_layout, extract_case
+
+Progress = Callable[[str, float], None]
+
+# Share of the overall progress per phase (extraction dominates the run time).
+_PHASES = {"load": (0.0, 0.05), "extract": (0.05, 0.85), "grtd": (0.85, 0.93), "lbtc": (0.93, 0.97), "baselines": (0.97, 1.0)}
+
+__all__ = ["CaseVolume", "ModelScoreResult", "default_stages", "score_model"]
+
+
+@dataclass
+class ModelScoreResult:
+    """Raw per-model scores (fusion happens at read time, over the models compared)."""
+
+    grtd: float
+    lbtc: float
+    per_stage: dict[str, dict[str, float]]
+    baselines: dict[str, float]
+    diagnostics: dict[str, Any]
+    timings: dict[str, float]
+    load_report: dict[str, Any]
+    config: dict[str, Any]
+    config_hash: str
+    stages: list[dict[str, Any]]
+    details: dict[str, Any] = field(default_factory=dict)
+    code_version: str = SCORING_CODE_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def default_stages(fm: FeatureModel, config: ScoringConfig) -> tuple[list[str], list[str], str]:
+    """(GRTD stages, LBTC stages, baseline stage): config's, else the two finest decoder stages,
+    the two deepest encoder stages, and the finest GRTD stage."""
+    names = {s.name for s in fm.stages}
+    grtd = list(config.grtd_stages) if config.grtd_stages else [s.name for s in fm.decoder_stages[-2:]]
+    lbtc = list(config.lbtc_stages) if config.lbtc_stages else [s.name for s in fm.encoder_stages[-2:]]
+    for s in grtd + lbtc:
+        if s not in names:
+            raise ValueError(f"unknown stage {s!r} in the scoring config; the model has {sorted(names)}")
+    if config.baseline_stage is not None:
+        base = config.baseline_stage
+        if base not in names:
+            raise ValueError(f"unknown baseline_stage {config.baseline_stage!r}; the model has {sorted(names)}")
+    else:
+        base = min(grtd, key=lambda n: (int(np.prod(fm.stage(n).stride)), -grtd.index(n)))
+    return grtd, lbtc, base
+
+
+def _check_cases(cases: Sequence[CaseVolume]) -> None:
+    if len(cases) == 0:
+        raise ValueError("the pilot set has no cases")
+    for m, c in enumerate(cases):
+        if not isinstance(c, CaseVolume):
+            raise ValueError(f"case {m} is not a CaseVolume")
+    ch = {c.n_channels for c in cases}
+    if len(ch) != 1:
+        raise ValueError(f"cases have different channel counts {sorted(ch)}")
+
+
+def score_model(
+    spec: ModelSpec,
+    checkpoint_path: Path,
+    cases: Sequence[CaseVolume],
+    config: ScoringConfig,
+    *,
+    device: str = "auto",
+    progress: Progress | None = None,
+    batch_size: int | None = None,
+) -> ModelScoreResult:
+    """GRTD, LBTC and baselines of one model on a pilot set (metrics.md §2-§4, §6)."""
+    from transferability.baselines import score_all_with_diagnostics
+    from transferability.grtd import grtd as grtd_fn
+    from transferability.lbtc import lbtc as lbtc_fn
+
+    def report(phase: str, frac: float) -> None:
+        if progress is not None:
+            lo, hi = _PHASES[phase]
+            progress(phase, lo + (hi - lo) * min(max(frac, 0.0), 1.0))
+
+    _check_cases(cases)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    dev = resolve_device(device)
+    report("load", 0.0)
+    t0 = time.perf_counter()
+    spec = resolve_spec(spec)
+    fm = load_feature_model(
+        spec, Path(checkpoint_path), decoder_init=config.decoder_init, decoder_seed=config.decoder_seed, device=dev,
+        in_channels=cases[0].n_channels,
+    )
+    if fm.preprocessing is None:
+        raise ValueError("the model has no preprocessing (spacing, patch size): set it in its spec or catalog entry")
+    timings["load"] = time.perf_counter() - t0
+    report("load", 1.0)
+
+    grtd_stages, lbtc_stages, base_stage = default_stages(fm, config)
+    point_stages = list(dict.fromkeys(grtd_stages + [base_stage]))
+    labels = [c.label for c in cases]
+    plan = sample_points(labels, config.n_samples, config.seed)
+    anchors = boundary_anchors(labels, config.n_anchors, config.seed)
+    if len(anchors) == 0:
+        raise ValueError("the label maps have no boundary voxels: LBTC needs at least two labels touching")
+    k3 = config.k**3
+
+    # Gathered features live here; nothing else grows with the number of cases.
+    point_feats = {s: np.zeros((len(plan), fm.stage(s).channels), np.float32) for s in point_stages}
+    patch_feats = {s: np.zeros((len(anchors), k3, fm.stage(s).channels), np.float32) for s in lbtc_stages}
+    patch_labels = {s: np.zeros((len(anchors), k3), np.int64) for s in lbtc_stages}
+    patch_mask = {s: np.zeros((len(anchors), k3), bool) for s in lbtc_stages}
+    per_case: list[dict[str, Any]] = []
+    batch = batch_size or (2 if dev.startswith("cuda") else 1)
+
+    t0 = time.perf_counter()
+    for m, case in enumerate(cases):
+        idx_pts = plan.for_case(m)
+        idx_anc = np.flatnonzero(anchors.case == m)
+        queries: dict[str, list[NDArray[np.float64]]] = {}
+        for s in point_stages:
+            queries.setdefault(s, []).append(plan.coords[idx_pts].astype(np.float64))
+        patch_sel: dict[str, NDArray[np.bool_]] = {}
+        if idx_anc.size:
+            layout = case_layout(case, fm.preprocessing, fm.coarsest_stride, config.sw_overlap)
+            for s in lbtc_stages:
+                step = layout.stride_in_original(fm.stage(s).stride)
+                pts, mask = patch_grid(anchors.coords[idx_anc], step, config.k, [case.shape] * idx_anc.size)
+                patch_sel[s] = mask
+                patch_mask[s][idx_anc] = mask
+                patch_labels[s][idx_anc] = np.where(mask, nearest_labels(case.label, pts), 0)
+                queries.setdefault(s, []).append(pts[mask])
+        flat = {s: np.concatenate(v, axis=0) for s, v in queries.items()}
+        if all(v.shape[0] == 0 for v in flat.values()):
+            per_case.append({"skipped": "no sample points or anchors in this case"})
+            report("extract", (m + 1) / len(cases))
+            continue
+        ex = extract_case(
+            fm, case, flat, overlap=config.sw_overlap, batch_size=batch,
+            progress=lambda f, m=m: report("extract", (m + f) / len(cases)),
+        )
+        for s in flat:
+            got = ex.features[s]
+            offset = 0
+            if s in point_feats:
+                point_feats[s][idx_pts] = got[: idx_pts.size]
+                offset = idx_pts.size
+            if s in patch_sel:
+                block = np.zeros((idx_anc.size, k3, got.shape[1]), np.float32)
+                block[patch_sel[s]] = got[offset:]
+                patch_feats[s][idx_anc] = block
+        per_case.append(ex.diagnostics)
+        report("extract", (m + 1) / len(cases))
+    timings["extract"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    report("grtd", 0.0)
+    g = grtd_fn({s: point_feats[s] for s in grtd_stages}, plan.labels, lam=config.lam, quantile=config.quantile, stages=grtd_stages)
+    timings["grtd"] = time.perf_counter() - t0
+    report("grtd", 1.0)
+
+    t0 = time.perf_counter()
+    report("lbtc", 0.0)
+    lb = lbtc_fn(patch_feats, patch_labels, patch_mask, stages=lbtc_stages)
+    timings["lbtc"] = time.perf_counter() - t0
+    report("lbtc", 1.0)
+
+    baselines: dict[str, float] = {}
+    base_diag: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    if config.baselines:
+        report("baselines", 0.0)
+        baselines, base_diag = score_all_with_diagnostics(point_feats[base_stage], plan.labels, plan.case, seed=config.seed)
+    timings["baselines"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+    report("baselines", 1.0)
+
+    classes, counts = np.unique(plan.labels, return_counts=True)
+    diagnostics = {
+        "device": dev,
+        "autocast": "bf16" if dev.startswith("cuda") else "fp32",
+        "n_cases": len(cases),
+        "n_points": len(plan),
+        "points_per_class": {int(c): int(n) for c, n in zip(classes, counts)},
+        "n_anchors": len(anchors),
+        "n_boundary_voxels": anchors.n_boundary_voxels,
+        "patches_used": dict(lb.patches_used),
+        "patches_skipped": dict(lb.patches_skipped),
+        "grtd_stages": grtd_stages,
+        "lbtc_stages": lbtc_stages,
+        "baseline_stage": base_stage,
+        "baselines_omitted": base_diag.get("omitted", {}),
+        "preprocessing": fm.preprocessing.model_dump(mode="json"),
+        "decoder": {"init": fm.decoder_init, "seed": fm.decoder_seed},
+        "extraction": per_case,
+    }
+    return ModelScoreResult(
+        grtd=float(g.value),
+        lbtc=float(lb.value),
+        per_stage={"grtd": dict(g.per_stage), "lbtc": dict(lb.per_stage)},
+        baselines=baselines,
+        diagnostics=diagnostics,
+        timings=timings,
+        load_report=fm.load_report.to_dict(),
+        config=config.to_dict(),
+        config_hash=config.hash(),
+        stages=[s.to_dict() for s in fm.stages],
+        details={"grtd": g.to_dict(), "lbtc": {"mean_leakage": dict(lb.mean_leakage)}, "baselines": _jsonable(base_diag)},
+    )
