@@ -10,6 +10,10 @@ graph that would read 0 as "no edge".
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
@@ -19,14 +23,31 @@ from transferability._validation import as_points
 
 Precision = Literal["float32", "float64"]
 
-_GEMM_ROWS = 1024  # rows per GEMM strip when building the Gram matrix
-_BLOCK = 256  # rows per block when finishing the Gram matrix: a block row stays in cache
+_BLOCK = 256  # rows per strip / tile when building the squared-distance buffer
 _EDGE_CHUNK = 8192  # edges per chunk in the float64 re-measurement (bounds a (chunk, D) temporary)
 # float32 Gram entries carry an absolute error up to ~1e-6 (n_i + n_j) (measured, D = 320), i.e. a
 # relative error ~1e-6 (n_i + n_j) / (2 d^2) on a distance: a strip whose smallest distance^2 is
 # below (n_i + n_max) / _RATIO is recomputed in float64, keeping edge errors under ~4e-6.
 _RATIO = 8.0
 _TORCH_ROWS = 4096  # rows per chunk in the torch Boruvka sweep (bounds an (rows, N) temporary)
+
+
+_BLAS_CONTROLLER: Any = None
+
+
+@contextmanager
+def _blas_single_thread() -> Iterator[None]:
+    """Limit BLAS to one thread inside the block (threadpoolctl), restoring it afterwards."""
+    global _BLAS_CONTROLLER
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - scikit-learn (a core dependency) brings threadpoolctl
+        yield
+        return
+    if _BLAS_CONTROLLER is None:
+        _BLAS_CONTROLLER = ThreadpoolController()
+    with _BLAS_CONTROLLER.limit(limits=1, user_api="blas"):
+        yield
 
 
 def _dtype(precision: str) -> np.dtype:
@@ -48,17 +69,34 @@ def _scaled_centred(points: NDArray[np.float64], dtype: np.dtype) -> tuple[NDArr
     return np.ascontiguousarray(xc / scale, dtype=dtype), scale
 
 
-def _mirror_lower(t: NDArray[Any]) -> None:
-    """Copy the lower triangle of a square matrix onto its upper triangle, tile by tile."""
+def _mirror_rows(t: NDArray[Any], r0: int, upper: NDArray[np.bool_]) -> None:
+    """Copy the lower triangle onto the upper one for rows r0:r0+_BLOCK (one task of the mirror)."""
     n = t.shape[0]
-    upper = np.triu(np.ones((_BLOCK, _BLOCK), dtype=bool), 1)
-    for r0 in range(0, n, _BLOCK):
-        r1 = min(n, r0 + _BLOCK)
-        diag_blk = t[r0:r1, r0:r1]
-        np.copyto(diag_blk, diag_blk.T.copy(), where=upper[: r1 - r0, : r1 - r0])
-        for c0 in range(r1, n, _BLOCK):
-            c1 = min(n, c0 + _BLOCK)
-            t[r0:r1, c0:c1] = t[c0:c1, r0:r1].T
+    r1 = min(n, r0 + _BLOCK)
+    diag_blk = t[r0:r1, r0:r1]
+    np.copyto(diag_blk, diag_blk.T.copy(), where=upper[: r1 - r0, : r1 - r0])
+    for c0 in range(r1, n, _BLOCK):
+        c1 = min(n, c0 + _BLOCK)
+        t[r0:r1, c0:c1] = t[c0:c1, r0:r1].T
+
+
+def _workers() -> int:
+    """Threads for the buffer build: the CPUs this process may run on (capped at 16)."""
+    try:
+        return max(1, min(16, len(os.sched_getaffinity(0))))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, min(16, os.cpu_count() or 1))
+
+
+def _run_tasks(fn: Callable[[int], None], starts: list[int], workers: int) -> None:
+    """Run fn(start) for every start, on `workers` threads pulling from one queue (dynamic)."""
+    if workers <= 1 or len(starts) <= 1:
+        for s0 in starts:
+            fn(s0)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for _ in pool.map(fn, starts):
+            pass
 
 
 def _strip_to_sq(
@@ -104,10 +142,11 @@ def squared_distance_buffer(points: NDArray[np.float64], precision: Precision = 
 
     The true squared distance is `scale**2 * buffer[i, j]` (up to rounding). Row-strip GEMMs
     write -2 x_i.x_j for j <= i straight into the buffer (half the flops of a full product); each
-    strip becomes n_i + n_j - 2 g_ij while still in cache (norms from the same product's
-    diagonal, so exact duplicates get exactly 0), then the lower triangle is mirrored: the buffer
-    is bitwise symmetric with a zero diagonal. float32 strips at risk of cancellation are redone
-    in float64 (`_strip_to_sq`).
+    strip then becomes n_i + n_j - 2 g_ij (norms from the same product's diagonal, so exact
+    duplicates get exactly 0) and the lower triangle is mirrored: the buffer is bitwise symmetric
+    with a zero diagonal. float32 strips at risk of cancellation are redone in float64
+    (`_strip_to_sq`). Every strip is computed the same way whichever thread runs it, so the
+    result does not depend on the number of threads.
     """
     dtype = _dtype(precision)
     work, scale = _scaled_centred(points, dtype)
@@ -118,16 +157,25 @@ def squared_distance_buffer(points: NDArray[np.float64], precision: Precision = 
         work64, _ = _scaled_centred(points, np.dtype(np.float64))
         norms64 = np.einsum("ij,ij->i", work64, work64)
     t = np.empty((n, n), dtype=dtype)
-    norms = np.empty(n, dtype=dtype)
-    top = -np.inf
-    for g0 in range(0, n, _GEMM_ROWS):
-        g1 = min(n, g0 + _GEMM_ROWS)
-        np.matmul(work[g0:g1], neg2[:g1].T, out=t[g0:g1, :g1])
-        norms[g0:g1] = np.diagonal(t[g0:g1, g0:g1]) * dtype.type(-0.5)
-        top = max(top, float(norms[g0:g1].max()))  # largest norm among the columns :g1
-        for r0 in range(g0, g1, _BLOCK):
-            _strip_to_sq(t, r0, min(g1, r0 + _BLOCK), norms, top, work64, norms64)
-    _mirror_lower(t)
+    starts = list(range(0, n, _BLOCK))
+    big_first = starts[::-1]  # strips grow with the row index: hand out the largest first
+
+    def gemm(r0: int) -> None:
+        r1 = min(n, r0 + _BLOCK)
+        np.matmul(work[r0:r1], neg2[:r1].T, out=t[r0:r1, :r1])
+
+    workers = _workers()
+    # Many small single-threaded BLAS calls on our own threads instead of one multi-threaded BLAS:
+    # no barrier per call, so a core taken by another process stalls one strip, not every call.
+    with _blas_single_thread():
+        _run_tasks(gemm, big_first, workers)
+        norms = np.diagonal(t).copy() * dtype.type(-0.5)  # the product's own diagonal
+        top = float(norms.max())
+        _run_tasks(
+            lambda r0: _strip_to_sq(t, r0, min(n, r0 + _BLOCK), norms, top, work64, norms64), big_first, workers
+        )
+    upper = np.triu(np.ones((_BLOCK, _BLOCK), dtype=bool), 1)
+    _run_tasks(lambda r0: _mirror_rows(t, r0, upper), starts, workers)
     return t, scale
 
 
@@ -262,9 +310,8 @@ def boruvka_edges_torch(points: NDArray[np.float64], device: Any, precision: Pre
         for r0 in range(0, n, _TORCH_ROWS):
             r1 = min(n, r0 + _TORCH_ROWS)
             vals = torch.where(comp[r0:r1, None] == comp[None, :], inf, sq[r0:r1])
-            w = vals.amin(dim=1)
-            # lowest column among ties, stated explicitly rather than relying on argmin's order
-            j = torch.where(vals == w[:, None], idx[None, :], n).amin(dim=1)
+            w, j = vals.min(dim=1)  # documented: the first (lowest) column among tied minima
+            del vals
             best_w[r0:r1] = w
             best_j[r0:r1] = j
         lo = torch.minimum(idx, best_j)

@@ -165,6 +165,15 @@ def test_deterministic_bit_identical() -> None:
     assert mst_weight(x) == mst_weight(x)
 
 
+def test_result_does_not_depend_on_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = clustered_points(700, 20, seed=8).astype(np.float32)  # > 2 strips, float64 fallback strips too
+    many = mst.squared_distance_buffer(x.astype(np.float64), "float32")[0]
+    monkeypatch.setattr(mst, "_workers", lambda: 1)
+    one = mst.squared_distance_buffer(x.astype(np.float64), "float32")[0]
+    assert one.tobytes() == many.tobytes()
+    assert mst_weight(x) == mst_weight(x.copy())
+
+
 def test_squared_distance_buffer_is_symmetric_with_zero_diagonal() -> None:
     x = duplicate_heavy_points(150, 7, seed=7)
     for precision in ("float32", "float64"):
