@@ -50,7 +50,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         conf["worker_enable_remote_control"] = False
         settings.data_root.mkdir(parents=True, exist_ok=True)
     elif broker.startswith(("redis", "rediss")):
-        conf["broker_transport_options"] = {"visibility_timeout": settings.visibility_timeout_s}
+        # Unacked messages of a dead worker come back once older than the visibility timeout;
+        # scan for them every 10 s (kombu's default throttle only scans every 10th tick).
+        conf["broker_transport_options"] = {
+            "visibility_timeout": settings.visibility_timeout_s,
+            "unacked_restore_interval": 10,
+            "unacked_restore_throttle": 1,
+        }
         conf["result_backend_transport_options"] = {"visibility_timeout": settings.visibility_timeout_s}
     return conf
 

@@ -33,6 +33,7 @@ def test_celery_settings_for_long_gpu_tasks(tmp_path):
     assert redis["task_acks_late"] and redis["task_reject_on_worker_lost"]
     assert redis["worker_prefetch_multiplier"] == 1 and redis["worker_concurrency"] == 1
     assert redis["broker_transport_options"]["visibility_timeout"] == 7200
+    assert redis["broker_transport_options"]["unacked_restore_throttle"] == 1
     fs = celery_config(Settings(data_dir=tmp_path))
     assert fs["broker_url"] == "filesystem://" and fs["result_backend"].startswith("db+sqlite:///")
     assert Path(fs["broker_transport_options"]["data_folder_in"]).is_dir()
