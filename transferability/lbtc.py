@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from transferability.mst import batched_prim_edges
+from transferability.mst import _blas_single_thread, _run_tasks, _workers, batched_prim_edges
 
-_ANCHOR_CHUNK = 256  # patches per batch: bounds the (chunk, P, P) float64 distance block
+_ANCHOR_CHUNK = 128  # patches per batch (one task): bounds the (chunk, P, P) float64 distances
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,8 @@ def patch_leakages(
     masked_lo = np.where(m, lab, big).min(axis=1)
     usable = (m.sum(axis=1) >= 2) & (masked_hi != masked_lo)
     idx = np.flatnonzero(usable)
-    for c0 in range(0, idx.size, _ANCHOR_CHUNK):
+
+    def run(c0: int) -> None:
         sel = idx[c0 : c0 + _ANCHOR_CHUNK]
         sq = _patch_sq_distances(f[sel], m[sel])
         edges = batched_prim_edges(sq, m[sel])
@@ -113,6 +114,11 @@ def patch_leakages(
         e1 = np.where(present, edges[:, :, 1], 0)
         cross = (lab[sel][rows, e0] != lab[sel][rows, e1]) & present
         out[sel] = cross.sum(axis=1) / present.sum(axis=1)
+
+    # Chunks are independent (disjoint rows of `out`): our threads, single-threaded BLAS for the
+    # many small per-patch products (a multi-threaded BLAS call per tiny product stalls under load).
+    with _blas_single_thread():
+        _run_tasks(run, list(range(0, idx.size, _ANCHOR_CHUNK)), _workers())
     return out
 
 

@@ -131,12 +131,14 @@ def test_batched_equals_per_patch_reference_with_masks() -> None:
             assert rho[a] == pytest.approx(ref, abs=1e-15)
 
 
-def test_chunking_does_not_change_results(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_chunking_and_threads_do_not_change_results(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(4)
     feats = rng.standard_normal((50, 20, 6))
     labs = rng.integers(0, 2, (50, 20))
     whole = patch_leakages(feats, labs)
     monkeypatch.setattr(lbtc_mod, "_ANCHOR_CHUNK", 7)
+    np.testing.assert_array_equal(patch_leakages(feats, labs), whole)
+    monkeypatch.setattr(lbtc_mod, "_workers", lambda: 1)
     np.testing.assert_array_equal(patch_leakages(feats, labs), whole)
 
 
