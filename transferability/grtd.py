@@ -9,7 +9,7 @@ topology then adds little beyond the label partition.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -65,7 +65,7 @@ def _upper_bits(block: NDArray[Any]) -> NDArray[np.uint64]:
     return block.view(np.uint64) & np.uint64(0x7FFFFFFFFFFFFFFF)
 
 
-def _upper_chunks(sq: NDArray[Any]):
+def _upper_chunks(sq: NDArray[Any]) -> Iterator[NDArray[Any]]:
     """Yield the strict upper triangle of a square matrix as 1-D chunks (row blocks)."""
     n = sq.shape[0]
     for r0 in range(0, n, _ROWS):
