@@ -7,10 +7,11 @@ covariances, a true matrix product inside the trace (google-research's ``hscore.
 elementwise there, which is not the H-score), and for H_α the Ledoit-Wolf shrunk covariance of the
 centred features with its shrinkage α.
 
-Deliberate difference: the pseudo-inverse drops eigenvalues at or below D · eps · λ_max (the
-numerical-rank rule) instead of tllib's 1e-15 · λ_max, which keeps rounding noise of
-rank-deficient covariances (N <= D, dead channels) and multiplies it by up to 1e15. For
-well-conditioned covariances the two agree.
+Difference: the pseudo-inverse drops eigenvalues at or below D · eps · λ_max (the standard
+numerical-rank cutoff) instead of tllib's 1e-15 · λ_max. The rounding of an exactly singular
+covariance (N <= D, collinear or dead channels) measures ~2e-16 λ_max, only ~5x below tllib's
+cutoff: crossing it would multiply noise by up to 1e15. Both give the same value on every input
+in the tests, the rank-deficient ones included.
 """
 
 from __future__ import annotations

@@ -265,6 +265,15 @@ def hscore_tllib(features: np.ndarray, labels: np.ndarray) -> float:
     return float(np.trace(np.dot(np.linalg.pinv(covf, rcond=1e-15), covg)))
 
 
+def hscore_google_elementwise(features: np.ndarray, labels: np.ndarray) -> float:
+    """google-research ``get_hscore``: trace of the ELEMENTWISE product (not followed; see tests)."""
+    def cov(m: np.ndarray) -> np.ndarray:
+        z = m - m.mean(axis=0, keepdims=True)
+        return z.T @ z / (m.shape[0] - 1)
+
+    return float(np.trace(np.linalg.pinv(cov(features), rcond=1e-5) * cov(_class_mean_matrix(features, labels))))
+
+
 def ledoit_wolf_paper(x: np.ndarray) -> tuple[float, np.ndarray]:
     """Ledoit & Wolf (2004) shrinkage of the biased covariance, loop over samples.
 

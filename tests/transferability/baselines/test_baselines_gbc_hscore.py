@@ -8,6 +8,7 @@ import pytest
 from baselines_data import class_gaussians
 from baselines_reference import (
     gbc_google,
+    hscore_google_elementwise,
     hscore_tllib,
     ledoit_wolf_paper,
     regularized_hscore_tllib,
@@ -57,6 +58,13 @@ def test_hscore_matches_tllib(n: int, d: int, k: int, seed: int) -> None:
     assert hscore(feats, labels) == pytest.approx(hscore_tllib(feats, labels), rel=1e-9)
 
 
+def test_google_elementwise_trace_is_not_the_hscore() -> None:
+    feats, labels = class_gaussians(500, 16, 3, 12)
+    ours = hscore(feats, labels)
+    assert ours == pytest.approx(hscore_tllib(feats, labels), rel=1e-9)
+    assert abs(hscore_google_elementwise(feats, labels) - ours) > 0.05 * abs(ours)
+
+
 def test_hscore_invariant_to_invertible_linear_maps() -> None:
     feats, labels = class_gaussians(400, 12, 3, 5)
     mix = np.random.default_rng(1).normal(size=(12, 12)) + 3 * np.eye(12)
@@ -76,6 +84,18 @@ def test_hscore_dead_channel_is_ignored() -> None:
     feats, labels = class_gaussians(300, 10, 3, 6)
     dead = np.column_stack([feats, np.full(300, 0.25)])
     assert hscore(dead, labels) == pytest.approx(hscore(feats, labels), rel=1e-9)
+
+
+def test_hscore_collinear_channels_and_n_below_d() -> None:
+    feats, labels = class_gaussians(1000, 64, 4, 1)
+    mix = np.random.default_rng(3).normal(size=(64, 64))
+    doubled = np.hstack([feats, feats @ mix])  # rank 64 in 128 dimensions
+    assert hscore(doubled, labels) == pytest.approx(hscore(feats, labels), rel=1e-9)
+    assert hscore(doubled, labels) == pytest.approx(hscore_tllib(doubled, labels), rel=1e-9)
+    few, few_labels = class_gaussians(30, 60, 3, 0)
+    # N <= D: the class means are exactly representable, H = C - 1.
+    assert hscore(few, few_labels) == pytest.approx(2.0, rel=1e-9)
+    assert hscore_tllib(few, few_labels) == pytest.approx(2.0, rel=1e-9)
 
 
 @pytest.mark.parametrize(("n", "d", "k", "seed"), CASES)
