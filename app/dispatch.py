@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from celery import Celery
 
 from toporank.settings import Settings
@@ -27,15 +29,13 @@ class CeleryDispatcher:
         self.celery.send_task(VALIDATE_TASK, args=[model_id])
 
     def broker_ok(self) -> bool:
+        """Redis: a connection succeeds within 2 s. Filesystem: the queue folder exists."""
+        opts = self.celery.conf.broker_transport_options or {}
+        if "data_folder_in" in opts:
+            return Path(opts["data_folder_in"]).is_dir()
         try:
             with self.celery.connection_for_write() as conn:
                 conn.ensure_connection(max_retries=1, timeout=2)
-                if conn.transport_cls == "filesystem" or conn.transport.driver_type == "filesystem":
-                    opts = self.celery.conf.broker_transport_options or {}
-                    from pathlib import Path
-
-                    folder = Path(opts.get("data_folder_in", "."))
-                    return folder.is_dir()
             return True
         except Exception:  # noqa: BLE001 - any failure means "not ready"
             return False

@@ -58,3 +58,10 @@ def test_cli_commands_and_create_tenant(tmp_path):
         assert tenant_id_for_key(s, out.stdout.strip(), "k" * 20) is not None
         assert tenant_id_for_key(s, out.stdout.strip(), "other-secret") is None
     engine.dispose()
+
+
+def test_broker_readiness_probe(tmp_path):
+    from app.dispatch import CeleryDispatcher
+
+    assert CeleryDispatcher(Settings(data_dir=tmp_path)).broker_ok() is True
+    assert CeleryDispatcher(Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:1/0")).broker_ok() is False
