@@ -202,7 +202,12 @@ def score_item_impl(ctx: WorkerContext, item_id: str) -> str:
         s.commit()
         spec_json, ckpt_rel, sha = dict(model.spec), model.checkpoint_path, model.sha256
         config_json, config_hash, job_id, ps_id, model_id = dict(job.config), job.config_hash, job.id, pilot_set.id, model.id
-        cases = load_cases(ctx, pilot_set)
+        try:
+            cases = load_cases(ctx, pilot_set)
+        except Exception as exc:  # noqa: BLE001 - files removed or corrupted under us
+            log.warning("pilot set cases unreadable: %s", type(exc).__name__)
+            _finish_item(s, item, "failed", error_code="pilot_set_unreadable", error_detail="the pilot set's stored cases cannot be read")
+            return "failed"
     status, fields = _run_pipeline(ctx, item_id, job_id, spec_json, ckpt_rel, cases, config_json)
     with ctx.sessions() as s:
         item = s.get(RankingItem, item_id)
@@ -271,6 +276,22 @@ def validate_model(model_id: str) -> str:
     return validate_model_impl(worker_context(), model_id)
 
 
+def _fail_unfinished(ctx: WorkerContext, item_id: str, exc: BaseException) -> None:
+    """Best effort: an item whose task crashed must not stay `running` forever."""
+    try:
+        with ctx.sessions() as s:
+            item = s.get(RankingItem, item_id)
+            if item is not None and item.status not in TERMINAL_ITEM:
+                _finish_item(s, item, "failed", error_code="internal_error", error_detail=type(exc).__name__)
+    except Exception:  # noqa: BLE001
+        log.exception("could not record the failure of item %s", item_id)
+
+
 @app.task(name="toporank.score_item", acks_late=True, reject_on_worker_lost=True)
 def score_item(item_id: str) -> str:
-    return score_item_impl(worker_context(), item_id)
+    ctx = worker_context()
+    try:
+        return score_item_impl(ctx, item_id)
+    except Exception as exc:
+        _fail_unfinished(ctx, item_id, exc)
+        raise

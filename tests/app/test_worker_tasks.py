@@ -84,3 +84,15 @@ def test_requeue_unfinished_at_startup(job, sessions, dispatcher):
     assert counts == {"items": 2, "models": 2, "cancelled": 0}
     assert sorted(dispatcher.scored) == sorted(ids) and sorted(dispatcher.validated) == sorted(job["mids"])
     assert [i[1] for i in _items(sessions, job["rid"])] == ["queued", "queued"]
+
+
+def test_unreadable_pilot_set_fails_item(job, sessions, settings):
+    import shutil
+
+    from models_registry.tables import PilotSet
+
+    with sessions() as s:
+        shutil.rmtree(settings.storage_root / s.get(PilotSet, job["ps"]).storage_path)
+    item0 = _items(sessions, job["rid"])[0][0]
+    assert score_item_impl(job["ctx"], item0) == "failed"
+    assert _items(sessions, job["rid"])[0][1:4] == ("failed", 1, "pilot_set_unreadable")
