@@ -131,6 +131,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return int(demo.main(args.rest) or 0)
 
 
+PASS_THROUGH = {"build-demo-zoo": cmd_build_demo_zoo, "demo": cmd_demo}
+"""Subcommands whose options belong to another module's parser: their arguments pass untouched."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="toporank", description="Training-free ranking of 3D medical encoders.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -153,15 +157,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("name")
     t.set_defaults(func=cmd_create_tenant)
     z = sub.add_parser("build-demo-zoo", help="build the small demo checkpoints (worker.demo_zoo)")
-    z.add_argument("rest", nargs=argparse.REMAINDER)
+    z.add_argument("rest", nargs="*", help="options of worker.demo_zoo (see toporank build-demo-zoo --help)")
     z.set_defaults(func=cmd_build_demo_zoo)
     d = sub.add_parser("demo", help="end-to-end demo (toporank.demo)")
-    d.add_argument("rest", nargs=argparse.REMAINDER)
+    d.add_argument("rest", nargs="*", help="options of toporank.demo (see toporank demo --help)")
     d.set_defaults(func=cmd_demo)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASS_THROUGH:
+        return int(PASS_THROUGH[argv[0]](argparse.Namespace(rest=argv[1:])) or 0)
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

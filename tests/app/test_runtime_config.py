@@ -65,3 +65,22 @@ def test_broker_readiness_probe(tmp_path):
 
     assert CeleryDispatcher(Settings(data_dir=tmp_path)).broker_ok() is True
     assert CeleryDispatcher(Settings(data_dir=tmp_path, broker_url="redis://127.0.0.1:1/0")).broker_ok() is False
+
+
+def test_demo_subcommands_pass_their_options_through(monkeypatch):
+    import types
+
+    import toporank
+    import worker
+    from toporank import cli
+
+    calls = []
+    zoo = types.SimpleNamespace(main=lambda argv: calls.append(("zoo", argv)) or 0)
+    demo = types.SimpleNamespace(main=lambda argv: calls.append(("demo", argv)) or 3)
+    monkeypatch.setitem(sys.modules, "worker.demo_zoo", zoo)
+    monkeypatch.setattr(worker, "demo_zoo", zoo, raising=False)
+    monkeypatch.setitem(sys.modules, "toporank.demo", demo)
+    monkeypatch.setattr(toporank, "demo", demo, raising=False)
+    assert cli.main(["build-demo-zoo", "--out", "x", "--steps", "2"]) == 0
+    assert cli.main(["demo", "--port", "9"]) == 3
+    assert calls == [("zoo", ["--out", "x", "--steps", "2"]), ("demo", ["--port", "9"])]
