@@ -149,13 +149,13 @@ def squared_distance_buffer(points: NDArray[np.float64], precision: Precision = 
     result does not depend on the number of threads.
     """
     dtype = _dtype(precision)
-    work, scale = _scaled_centred(points, dtype)
+    work64, scale = _scaled_centred(points, np.dtype(np.float64))
+    work = work64.astype(dtype, copy=False)
     n = work.shape[0]
     neg2 = work * dtype.type(-2.0)  # exact: scaling by a power of two
-    work64 = norms64 = None
-    if dtype == np.float32:
-        work64, _ = _scaled_centred(points, np.dtype(np.float64))
-        norms64 = np.einsum("ij,ij->i", work64, work64)
+    norms64 = np.einsum("ij,ij->i", work64, work64) if dtype == np.float32 else None
+    if dtype != np.float32:
+        work64 = None  # float64 buffers need no fallback
     t = np.empty((n, n), dtype=dtype)
     starts = list(range(0, n, _BLOCK))
     big_first = starts[::-1]  # strips grow with the row index: hand out the largest first
