@@ -93,26 +93,37 @@ def trilinear(fmap: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
     Coordinates outside [0, n-1] are clamped (edge values). Exact for maps linear in position.
     """
-    n = torch.tensor(fmap.shape[1:], device=u.device, dtype=u.dtype)
+    sizes = [int(s) for s in fmap.shape[1:]]
+    n = torch.tensor(sizes, device=u.device, dtype=u.dtype)
     u = torch.minimum(torch.clamp(u, min=0.0), n - 1)
     i0 = torch.floor(u).long()
     t = (u - i0.to(u.dtype)).to(fmap.dtype)
-    sizes = [int(s) for s in fmap.shape[1:]]
-    i1 = torch.stack([torch.clamp(i0[:, a] + 1, max=sizes[a] - 1) for a in range(3)], dim=1)
+    i1 = torch.minimum(i0 + 1, (n - 1).long())
     flat = fmap.reshape(fmap.shape[0], -1)
-    out = torch.zeros((fmap.shape[0], u.shape[0]), dtype=fmap.dtype, device=fmap.device)
+    if u.shape[0] * 8 < flat.shape[1]:  # few points on a big map: gather columns, no copy of the map
+
+        def gather(idx: torch.Tensor) -> torch.Tensor:
+            return flat[:, idx].T
+
+    else:  # many points: one channels-last copy, then contiguous row gathers
+        rows = flat.T.contiguous()
+
+        def gather(idx: torch.Tensor) -> torch.Tensor:
+            return rows[idx]
+
+    out = torch.zeros((u.shape[0], fmap.shape[0]), dtype=fmap.dtype, device=fmap.device)
     for cx in (0, 1):
         ix = i1[:, 0] if cx else i0[:, 0]
         wx = t[:, 0] if cx else 1 - t[:, 0]
         for cy in (0, 1):
             iy = i1[:, 1] if cy else i0[:, 1]
-            wy = t[:, 1] if cy else 1 - t[:, 1]
+            wxy = wx * (t[:, 1] if cy else 1 - t[:, 1])
+            base = (ix * sizes[1] + iy) * sizes[2]
             for cz in (0, 1):
                 iz = i1[:, 2] if cz else i0[:, 2]
-                wz = t[:, 2] if cz else 1 - t[:, 2]
-                idx = (ix * sizes[1] + iy) * sizes[2] + iz
-                out += flat[:, idx] * (wx * wy * wz)
-    return out.T
+                w = wxy * (t[:, 2] if cz else 1 - t[:, 2])
+                out.addcmul_(gather(base + iz), w[:, None])
+    return out
 
 
 def gaussian_weight(local: NDArray[np.float64], patch: Sequence[int]) -> NDArray[np.float64]:

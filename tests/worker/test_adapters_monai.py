@@ -130,7 +130,6 @@ def _plain_monai(tmp_path: Path, name: str, net: torch.nn.Module, cls: str, kw: 
     return load_feature_model(spec, tmp_path / f"{name}.pt")
 
 
-@pytest.mark.slow
 def test_basicunet_dynunet_unetr_stages_equal_their_own_forward(tmp_path: Path):
     x = _x()
     kw = {"features": [4, 4, 8, 8, 16, 4], "out_channels": 2}
@@ -191,7 +190,6 @@ def _bundle_files(root: Path, net: torch.nn.Module, channels: int = 1) -> None:
     torch.save(net.state_dict(), root / "models" / "model.pt")
 
 
-@pytest.mark.slow
 def test_monai_bundle_folder_and_zip(tmp_path: Path):
     torch.manual_seed(6)
     net = _perturbed(SwinUNETR(in_channels=1, **SWIN_KW))

@@ -227,3 +227,13 @@ def test_case_volume_validation(image, label, spacing, message):
     else:
         with pytest.raises(ValueError, match=message):
             CaseVolume(image, label, spacing)
+
+
+def test_trilinear_gather_paths_agree():
+    """Few points on a big map gather columns; many points gather rows of a channels-last copy."""
+    g = torch.Generator().manual_seed(0)
+    fmap = torch.randn((5, 9, 8, 7), generator=g)
+    u = torch.rand((20, 3), generator=g, dtype=torch.float64) * torch.tensor([8.0, 7.0, 6.0], dtype=torch.float64)
+    few = trilinear(fmap, u)  # 20 * 8 < 504 voxels: column path
+    many = trilinear(fmap, u.repeat(30, 1))[:20]  # 600 points: row path
+    torch.testing.assert_close(few, many, rtol=0, atol=1e-6)
