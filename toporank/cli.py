@@ -1,4 +1,4 @@
-"""`toporank` command line: serve (embedded), api, worker, migrate, create-tenant, demo zoo, demo.
+"""`toporank` command line: serve (embedded), api, worker, migrate, create-tenant, requeue, demo zoo, demo.
 
 Heavy modules (FastAPI app, Celery worker, torch) are imported inside the subcommands.
 """
@@ -119,6 +119,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_requeue(_args: argparse.Namespace) -> int:
+    """Send every unfinished item and validation again (after a broker lost its queue, say).
+
+    Tasks are idempotent, so a message that still exists only causes a no-op duplicate.
+    """
+    from app.dispatch import CeleryDispatcher
+    from app.recovery import requeue_unfinished
+    from models_registry.db import make_engine, make_sessionmaker
+
+    settings = _settings()
+    engine = make_engine(settings.sqlalchemy_url, pool_size=1)
+    try:
+        counts = requeue_unfinished(make_sessionmaker(engine), CeleryDispatcher(settings))
+    finally:
+        engine.dispose()
+    print(f"re-queued {counts['items']} ranking item(s) and {counts['models']} model validation(s); "
+          f"{counts['cancelled']} cancelled item(s) closed")
+    return 0
+
+
 def cmd_build_demo_zoo(args: argparse.Namespace) -> int:
     from worker import demo_zoo
 
@@ -156,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("create-tenant", help="create a tenant and print a new API key")
     t.add_argument("name")
     t.set_defaults(func=cmd_create_tenant)
+    r = sub.add_parser("requeue", help="send unfinished work to the broker again (after losing its queue)")
+    r.set_defaults(func=cmd_requeue)
     z = sub.add_parser("build-demo-zoo", help="build the small demo checkpoints (worker.demo_zoo)")
     z.add_argument("rest", nargs="*", help="options of worker.demo_zoo (see toporank build-demo-zoo --help)")
     z.set_defaults(func=cmd_build_demo_zoo)
