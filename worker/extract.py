@@ -239,6 +239,8 @@ def extract_case(
         "n_windows": layout.n_windows,
         "n_forward_batches": n_forward,
         "border_points": n_border,
+        "window_starts": [list(a) for a in layout.starts],
+        "blend": f"gaussian, sigma = patch * {GAUSSIAN_SIGMA_SCALE}",
         "seconds": time.perf_counter() - t0,
     }
     return CaseExtraction(features=features, layout=layout, diagnostics=diag)

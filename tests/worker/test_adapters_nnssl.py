@@ -220,3 +220,20 @@ def test_arch_kwargs_may_not_import_arbitrary_modules(tmp_path: Path, nnssl_full
     with pytest.raises(ModelLoadError) as err:
         load_feature_model(SPEC, _save(tmp_path, net.state_dict(), nnssl_plan(kwargs=kw)))
     assert err.value.code == "unsupported_architecture" and "refusing" in err.value.message
+
+
+def test_catalog_name_alone_resolves_and_unknown_entries_are_bad_specs(tmp_path: Path):
+    from worker.demo_zoo import adaptation_plan, build_demo_unet, write_nnssl_checkpoint
+
+    net = build_demo_unet(0).eval()
+    path = tmp_path / "demo" / "checkpoint_final.pth"
+    write_nnssl_checkpoint(path, net.state_dict(), adaptation_plan("t"))
+    fm = load_feature_model(ModelSpec(name="d", format="nnssl", catalog="demo-resenc-mae"), path)
+    assert fm.preprocessing.spacing == (3.0, 3.0, 3.0) and fm.preprocessing.patch_size == (64, 64, 64)
+    assert [s.name for s in fm.stages] == ["enc0", "enc1", "enc2", "enc3", "dec0", "dec1", "dec2"]
+    with pytest.raises(ModelLoadError) as err:
+        load_feature_model(ModelSpec(name="d", format="nnssl", catalog="no-such-entry"), path)
+    assert err.value.code == "bad_spec"
+    with pytest.raises(ModelLoadError) as err:  # a catalog entry of another architecture
+        load_feature_model(ModelSpec(name="d", format="nnssl", catalog="openmind-resencl-mae"), path)
+    assert err.value.code == "bad_spec" and "ResEncL" in err.value.message

@@ -50,6 +50,12 @@ def load_feature_model(
         raise ModelLoadError("bad_spec", f"decoder_init must be one of {INIT_SCHEMES}, got {decoder_init!r}")
     if in_channels is not None and int(in_channels) < 1:
         raise ModelLoadError("bad_spec", f"in_channels must be >= 1, got {in_channels}")
+    from models_registry.catalog import resolve_spec
+
+    try:
+        spec = resolve_spec(spec)  # fills a catalog entry's defaults; idempotent
+    except ValueError as exc:
+        raise ModelLoadError("bad_spec", str(exc)) from None
     path = Path(checkpoint_path)
     if not path.exists():
         raise ModelLoadError("file_not_found", "checkpoint file not found")
