@@ -78,16 +78,71 @@ def _check_patches(
     return f, lab.astype(np.int64), m.astype(bool)
 
 
+def _row_hashes(x: NDArray[np.float64]) -> NDArray[np.uint64]:
+    """(A, P) hash of each feature row: wrapping uint64 dot product of its bit pattern with fixed odd keys.
+
+    Integer arithmetic is exact and order-free, so equal rows always hash equal (-0.0 must already be
+    +0.0); distinct rows may collide, which `_duplicate_representatives` checks for.
+    """
+    keys = np.random.default_rng(0x1B7C).integers(0, 2**63, size=x.shape[2], dtype=np.uint64)
+    keys = keys * np.uint64(2) + np.uint64(1)
+    return np.einsum("apd,d->ap", x.view(np.uint64), keys)
+
+
+def _duplicate_representatives(x: NDArray[np.float64], m: NDArray[np.bool_]) -> NDArray[np.int64]:
+    """(A, P) index of each point's representative: the lowest-indexed in-volume point of its patch
+    with an equal feature row (itself when it has none; masked points represent themselves).
+
+    Rows are grouped by hash, then checked for exact equality; a patch where two different rows
+    share a hash is grouped by `np.unique` instead.
+    """
+    a_n, p_n = m.shape
+    pos = np.broadcast_to(np.arange(p_n), (a_n, p_n))
+    h = _row_hashes(x)
+    order = np.lexsort((pos, h, ~m), axis=1)  # in-volume first, then by hash, then by index
+    hs = np.take_along_axis(h, order, axis=1)
+    ms = np.take_along_axis(m, order, axis=1)
+    new_group = np.ones((a_n, p_n), dtype=bool)
+    same = (hs[:, 1:] == hs[:, :-1]) & ms[:, 1:]  # in-volume rows sort first: ms[:, 1:] implies ms[:, :-1]
+    ai, ki = np.nonzero(same)
+    equal = (x[ai, order[ai, ki]] == x[ai, order[ai, ki + 1]]).all(axis=1)
+    new_group[ai, ki + 1] = ~equal
+    first = np.maximum.accumulate(np.where(new_group, pos, 0), axis=1)
+    rep = np.empty_like(order)
+    np.put_along_axis(rep, order, np.take_along_axis(order, first, axis=1), axis=1)
+    for a in np.unique(ai[~equal]):  # hash collisions between different rows: exact grouping
+        valid = np.flatnonzero(m[a])
+        _, first_idx, inverse = np.unique(x[a, valid], axis=0, return_index=True, return_inverse=True)
+        rep[a] = np.arange(p_n)
+        rep[a, valid] = valid[first_idx[inverse.reshape(-1)]]
+    return rep
+
+
 def _patch_sq_distances(f: NDArray[Any], m: NDArray[np.bool_]) -> NDArray[np.float64]:
-    """(A, P, P) float64 squared distances per patch (masked points zeroed; norms from the Gram diagonal)."""
+    """(A, P, P) float64 squared distances per patch (masked points zeroed; norms from the Gram diagonal).
+
+    Symmetric with a zero diagonal. Points with equal feature rows (flat regions, clamped reads)
+    take their representative's row and column, so they are one point to the tree: zero apart and
+    bitwise-equal distances to every other point (a Gram product at large D would otherwise leave
+    rounding noise between them, and that noise, not the lower index, would break their ties).
+    """
     x = f.astype(np.float64)
     x[~m] = 0.0
+    x += 0.0  # -0.0 -> +0.0: numerically equal rows get equal bit patterns (hashing)
     gram = np.matmul(x, x.transpose(0, 2, 1))
     norms = np.diagonal(gram, axis1=1, axis2=2)
     sq = norms[:, :, None] + norms[:, None, :]
     gram *= 2.0
     sq -= gram
     np.maximum(sq, 0.0, out=sq)
+    np.minimum(sq, sq.transpose(0, 2, 1), out=sq)
+    p_n = m.shape[1]
+    sq[:, np.arange(p_n), np.arange(p_n)] = 0.0
+    rep = _duplicate_representatives(x, m)
+    dup = np.flatnonzero((rep != np.arange(p_n)).any(axis=1))
+    if dup.size:
+        r = rep[dup]
+        sq[dup] = sq[dup[:, None, None], r[:, :, None], r[:, None, :]]
     return sq
 
 

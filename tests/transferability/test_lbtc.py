@@ -142,6 +142,84 @@ def test_chunking_and_threads_do_not_change_results(monkeypatch: pytest.MonkeyPa
     np.testing.assert_array_equal(patch_leakages(feats, labs), whole)
 
 
+def kruskal_leakage_higher_index_first(x: np.ndarray, y: np.ndarray) -> float:
+    """Like `kruskal_leakage`, but ties between equal distances go to the *higher* pair first."""
+    n = x.shape[0]
+    d = squareform(pdist(np.asarray(x, dtype=np.float64)))
+    iu, ju = np.triu_indices(n, 1)
+    keep = np.lexsort((-ju, -iu, d[iu, ju]))
+    parent = list(range(n))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    cross = 0
+    for k in keep:
+        i, j = int(iu[k]), int(ju[k])
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            parent[ri] = rj
+            cross += int(y[i] != y[j])
+    return cross / (n - 1)
+
+
+def duplicate_cluster_patches(seed: int, a_n: int = 24, p_n: int = 125, d: int = 320) -> tuple[np.ndarray, ...]:
+    """Patches whose points are copies of 8 random rows (flat regions at D = 320), random labels."""
+    rng = np.random.default_rng(seed)
+    base = (rng.standard_normal((a_n, 8, d)) * 7.3 + 41.7).astype(np.float32)
+    cluster = rng.integers(0, 8, (a_n, p_n))
+    feats = np.take_along_axis(base, cluster[..., None], axis=1)
+    return feats, rng.integers(0, 2, (a_n, p_n)), rng.random((a_n, p_n)) > 0.1
+
+
+def test_duplicate_rows_at_high_dimension_tie_by_lower_index() -> None:
+    # Every pair between two clusters ties exactly (pdist of identical differences); which pair the
+    # tree takes, and so the leakage, is decided by the lower-index rule alone. A Gram product at
+    # D = 320 leaves rounding noise between the tied distances (9 of these 24 patches came out wrong).
+    feats, labs, mask = duplicate_cluster_patches(11)
+    rho = patch_leakages(feats, labs, mask)
+    decided_by_ties = 0
+    for a in range(feats.shape[0]):
+        idx = np.flatnonzero(mask[a])
+        ref = kruskal_leakage(feats[a, idx], labs[a, idx])
+        assert rho[a] == pytest.approx(ref, abs=1e-15), f"patch {a}"
+        decided_by_ties += ref != kruskal_leakage_higher_index_first(feats[a, idx], labs[a, idx])
+    assert decided_by_ties >= 12  # the patches do exercise the tie rule
+
+
+def test_duplicate_rows_are_one_point_in_the_distance_matrix() -> None:
+    feats, _, mask = duplicate_cluster_patches(12, a_n=4, p_n=60)
+    feats[0, 1] = 0.0
+    feats[0, 2] = -0.0  # numerically equal to row 1
+    mask[0, :3] = True
+    sq = lbtc_mod._patch_sq_distances(feats, mask)
+    np.testing.assert_array_equal(sq, sq.transpose(0, 2, 1))
+    for a in range(feats.shape[0]):
+        valid = np.flatnonzero(mask[a])
+        same = (feats[a][valid][:, None, :] == feats[a][valid][None, :, :]).all(axis=2)
+        for i, j in zip(*np.nonzero(same)):
+            vi, vj = valid[i], valid[j]
+            assert sq[a, vi, vj] == 0.0
+            np.testing.assert_array_equal(sq[a, vi, valid], sq[a, vj, valid])  # bitwise
+    assert sq[0, 1, 2] == 0.0
+
+
+def test_duplicate_grouping_survives_hash_collisions(monkeypatch: pytest.MonkeyPatch) -> None:
+    feats, labs, mask = duplicate_cluster_patches(13, a_n=10)
+    feats[3, 5:9] = feats[3, 4] + np.float32(1e-3)  # a near-duplicate group: distinct rows
+    mask[3, 4:9] = True
+    want = patch_leakages(feats, labs, mask)
+    reps = lbtc_mod._duplicate_representatives(feats.astype(np.float64), mask)
+    # Every row hashing alike: grouping falls back to exact per-patch comparison, same result.
+    monkeypatch.setattr(lbtc_mod, "_row_hashes", lambda x: np.zeros(x.shape[:2], dtype=np.uint64))
+    np.testing.assert_array_equal(lbtc_mod._duplicate_representatives(feats.astype(np.float64), mask), reps)
+    np.testing.assert_array_equal(patch_leakages(feats, labs, mask), want)
+    assert reps[3, 5] != reps[3, 4] and reps[3, 6] == reps[3, 5]
+
+
 def test_lbtc_value_per_stage_and_diagnostics() -> None:
     rng = np.random.default_rng(5)
     feats = {"e4": rng.standard_normal((40, 27, 8)), "e5": rng.standard_normal((40, 27, 16))}
