@@ -165,19 +165,21 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     batch = 2 if cuda else 1
     x = torch.randn((batch, 1, *fm.preprocessing.patch_size), device=fm.device)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda else torch.autocast("cpu", enabled=False)
-    reps = max(1, min(3, int(np.ceil(n_win / batch))))
+    n_batches = int(np.ceil(n_win / batch)) if n_win else 0
+    times = []
     with torch.no_grad(), amp:
-        fm(x)  # warm-up
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        for _ in range(reps):
+        for _ in range(2):  # warm-up (kernel selection / primitive caches)
             fm(x)
-        if cuda:
-            torch.cuda.synchronize()
-    per_batch = (time.perf_counter() - t0) / reps
-    forward_total = per_batch * np.ceil(n_win / batch) if n_win else 0.0
-    out["forward_only_s"] = round(float(forward_total), 3)
+        for _ in range(max(3, min(8, n_batches))):
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fm(x)
+            if cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+    forward_total = float(np.median(times)) * n_batches
+    out["forward_only_s"] = round(forward_total, 3)  # median window-batch forward x batches
     out["extract_over_forward"] = round(res.timings["extract"] / forward_total, 3) if forward_total else None
     return out
 
@@ -257,7 +259,38 @@ def main() -> None:
             report["gpu"] = gpu
         else:
             report["gpu"] = "no CUDA device: GPU figures not measured"
+    report = {"summary": summarise(report), **report}
     print(json.dumps(report, indent=2))
+
+
+def summarise(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures (copied from the runs below, nothing recomputed but ratios)."""
+    out: dict[str, Any] = {}
+    cpu = report.get("cpu", {})
+    runs = [r for r in cpu.get("runs", []) if "error" not in r]
+    out["cpu_per_case_s"] = {str(r["n_cases"]): r["per_case_s"] for r in runs}
+    out["cpu_per_case_extract_s"] = {str(r["n_cases"]): r["per_case_extract_s"] for r in runs}
+    out["cpu_extract_over_forward"] = {str(r["n_cases"]): r["extract_over_forward"] for r in runs}
+    if "memory_flatness" in cpu:
+        out["cpu_peak_rss_growth_mb"] = dict(zip(map(str, cpu["memory_flatness"]["cases"]), cpu["memory_flatness"]["peak_rss_growth_mb"]))
+        out["cpu_rss_growth_ratio_many_vs_1_case"] = cpu["memory_flatness"]["ratio"]
+    large = cpu.get("large_case")
+    if isinstance(large, dict) and "error" not in large:
+        out["cpu_large_case"] = {k: large[k] for k in ("case_shape", "windows_per_case", "per_case_s", "per_case_extract_s", "extract_over_forward", "peak_rss_growth_mb")}
+    gpu = report.get("gpu")
+    if isinstance(gpu, dict):
+        out["gpu_name"] = gpu["name"]
+        out["gpu_runs"] = [
+            {k: r.get(k) for k in ("model", "n_cases", "case_shape", "per_case_s", "per_case_extract_s", "cuda_peak_allocated_mb", "whole_volume_feature_maps_mb_per_case")}
+            for r in gpu["runs"] if "error" not in r
+        ]
+        if "small_1case_cuda_bf16_vs_cpu_fp32" in gpu:
+            out["bf16_cuda_vs_fp32_cpu"] = gpu["small_1case_cuda_bf16_vs_cpu_fp32"]
+    else:
+        out["gpu"] = gpu
+    errors = [r for r in cpu.get("runs", []) if "error" in r] + ([r for r in gpu["runs"] if "error" in r] if isinstance(gpu, dict) else [])
+    out["errors"] = len(errors)
+    return out
 
 
 if __name__ == "__main__":
