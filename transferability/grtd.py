@@ -17,10 +17,19 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from transferability._validation import as_labels, as_points
-from transferability.mst import Precision, edge_lengths, prim_edges, squared_distance_buffer
+from transferability.mst import (
+    Precision,
+    _resolve_device,
+    boruvka_edges_from_sq,
+    edge_lengths,
+    prim_edges,
+    squared_distance_buffer,
+    torch_squared_distances,
+)
 
 _ROWS = 256  # rows per chunk when scanning the distance buffer
 _BUCKET_BITS = 20  # histogram resolution of the order-statistic search
+_TORCH_SCAN = 1 << 24  # matrix entries per chunk in the torch order-statistic scans
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class GRTDResult:
     lam: float = 1.0
     quantile: float = 0.9
     precision: str = "float32"
+    device: str = "cpu"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view (plain floats, ints and strings)."""
@@ -55,6 +65,7 @@ class GRTDResult:
             "lam": self.lam,
             "quantile": self.quantile,
             "precision": self.precision,
+            "device": self.device,
         }
 
 
@@ -155,6 +166,119 @@ def _dense_prim_weight(w: NDArray[np.float64]) -> float:
     return math.fsum(chosen)
 
 
+def _torch_order_statistics(sq: Any, ranks: Sequence[int]) -> NDArray[np.float64]:
+    """Values at 0-based `ranks` of the sorted entries of a non-negative torch matrix (on its device).
+
+    The torch twin of `upper_order_statistics` (histogram of the top key bits, then an exact sort
+    inside the buckets holding the ranks), over every entry: multi-block on a GPU, where
+    `torch.kthvalue` on one huge row runs in a single block.
+    """
+    import torch
+
+    if sq.dtype == torch.float32:
+        itype, nbits, mask = torch.int32, 32, 0x7FFFFFFF
+    else:
+        itype, nbits, mask = torch.int64, 64, 0x7FFFFFFFFFFFFFFF
+    shift = nbits - 1 - _BUCKET_BITS
+    flat = sq.reshape(-1)
+    chunks = [flat[c0 : c0 + _TORCH_SCAN] for c0 in range(0, flat.numel(), _TORCH_SCAN)]
+
+    def bucket_of(chunk: Any) -> Any:
+        return ((chunk.view(itype) & mask) >> shift).long()  # sign bit cleared: -0.0 sorts as +0.0
+
+    hist = torch.zeros(1 << _BUCKET_BITS, dtype=torch.int64, device=sq.device)
+    for chunk in chunks:
+        hist += torch.bincount(bucket_of(chunk), minlength=hist.numel())
+    cum = torch.cumsum(hist, 0).cpu().numpy()
+    m = int(cum[-1])
+    if any(not 0 <= r < m for r in ranks):
+        raise ValueError(f"ranks must lie in [0, {m})")
+    bucket = {r: int(np.searchsorted(cum, r, side="right")) for r in ranks}
+    local = {r: r - (int(cum[bucket[r] - 1]) if bucket[r] > 0 else 0) for r in ranks}
+    pools: dict[int, list[Any]] = {b: [] for b in set(bucket.values())}
+    for chunk in chunks:
+        keys = bucket_of(chunk)
+        for b, pool in pools.items():
+            pool.append(chunk[keys == b])
+    merged = {b: torch.sort(torch.cat(p).double()).values.cpu().numpy() for b, p in pools.items()}
+    return np.array([merged[bucket[r]][local[r]] for r in ranks], dtype=np.float64)
+
+
+def _torch_distance_quantile(sq: Any, scale: float, quantile: float) -> float:
+    """`numpy.quantile(condensed distances, quantile)` (linear) from a symmetric torch buffer.
+
+    `sq` is bitwise symmetric with a +inf diagonal, so its sorted entries are the condensed
+    distances each repeated twice, then the N infinities: condensed rank r is entry rank 2 r.
+    """
+    n = sq.shape[0]
+    m = n * (n - 1) // 2
+    h = (m - 1) * quantile
+    lo = int(math.floor(h))
+    hi = min(lo + 1, m - 1)
+    v_lo, v_hi = np.sqrt(_torch_order_statistics(sq, [2 * lo, 2 * hi])) * scale
+    return _lerp(float(v_lo), float(v_hi), h - lo)
+
+
+def _torch_class_bridges(sq: Any, starts: NDArray[np.int64], ends: NDArray[np.int64]) -> NDArray[np.int64]:
+    """(K(K-1)/2, 2) closest pair (i, j) between classes a < b (contiguous blocks of `sq`), in (a, b)
+    order; ties -> lowest row, then lowest column, as `_block_argmin`."""
+    import torch
+
+    k = starts.size
+    picks = []
+    for b in range(1, k):
+        s_b, e_b = int(starts[b]), int(ends[b])
+        vals, cols = sq[:s_b, s_b:e_b].min(dim=1)  # first (lowest) column among tied minima
+        for a in range(b):
+            s_a, e_a = int(starts[a]), int(ends[a])
+            i = torch.argmin(vals[s_a:e_a])  # first (lowest) row among tied minima
+            picks.append(torch.stack([i + s_a, cols[s_a:e_a][i] + s_b]))
+    by_b = torch.stack(picks).cpu().numpy().astype(np.int64)
+    order = [n for a in range(k) for b in range(a + 1, k) for n in [b * (b - 1) // 2 + a]]
+    return by_b[order]
+
+
+def _torch_stage(
+    x: NDArray[np.float64],
+    starts: NDArray[np.int64],
+    ends: NDArray[np.int64],
+    precision: Precision,
+    quantile: float,
+    device: Any,
+) -> tuple[float, float, NDArray[np.int64]]:
+    """(q, W(MST(G_X)) in units of d, class-bridge pairs) with the distance matrix on a torch device."""
+    sq, scale = torch_squared_distances(x, device, precision)
+    q = _torch_distance_quantile(sq, scale, quantile)
+    if not q > 0.0:
+        raise ValueError("the distance quantile is 0: the features do not vary across the sampled points")
+    bridges = _torch_class_bridges(sq, starts, ends)
+    edges = boruvka_edges_from_sq(sq)
+    del sq
+    return q, math.fsum(edge_lengths(x, edges).tolist()), bridges
+
+
+def _stage_device(device: Any, backend: str | None) -> Any:
+    """None -> the numpy path; else the torch device that runs the torch path.
+
+    device None / 'cpu' -> numpy; 'auto' -> CUDA when torch sees one, else numpy; 'cuda[:k]' ->
+    torch on it (ValueError without CUDA). backend='torch' forces torch (on the CPU when the device
+    would be numpy's), backend='numpy' forces numpy.
+    """
+    if backend not in (None, "numpy", "torch"):
+        raise ValueError(f"backend must be None, 'numpy' or 'torch', got {backend!r}")
+    if backend == "numpy":
+        return None
+    is_cpu = device is None or str(device) == "cpu"
+    dev = None if is_cpu else _resolve_device(device)
+    if dev is not None and dev.type == "cpu":
+        dev = None
+    if dev is None and backend == "torch":
+        import torch
+
+        return torch.device("cpu")
+    return dev
+
+
 def _check_params(lam: float, quantile: float) -> None:
     if not (math.isfinite(lam) and lam > 0):
         raise ValueError(f"lam must be a positive finite number, got {lam}")
@@ -168,9 +292,17 @@ def grtd_stage_details(
     lam: float = 1.0,
     quantile: float = 0.9,
     precision: Precision = "float32",
+    device: Any = None,
+    backend: str | None = None,
 ) -> GRTDStage:
-    """GRTD of one stage's (N, D) sampled features with their N labels, with its ingredients."""
+    """GRTD of one stage's (N, D) sampled features with their N labels, with its ingredients.
+
+    `device`: None / 'cpu' (numpy dense Prim), 'auto' (CUDA when present) or 'cuda' (distance
+    matrix, quantile, class bridges and Boruvka in torch on the GPU); `backend='torch'` runs the
+    torch path on the CPU (tests). Both paths re-measure the chosen edges exactly in float64.
+    """
     _check_params(lam, quantile)
+    dev = _stage_device(device, backend)
     x = as_points(features, name="features")
     y = as_labels(labels, x.shape[0], min_classes=2)
     # Sort by label so each class is a contiguous block of the distance buffer.
@@ -178,20 +310,32 @@ def grtd_stage_details(
     x, y = x[order], y[order]
     classes, starts = np.unique(y, return_index=True)
     ends = np.append(starts[1:], y.size)
-    sq, scale = squared_distance_buffer(x, precision)
-    q = distance_quantile(sq, scale, quantile)
-    if not q > 0.0:
-        raise ValueError("the distance quantile is 0: the features do not vary across the sampled points")
-    edges = prim_edges(sq)
-    w_x = math.fsum(edge_lengths(x, edges).tolist()) / q
     k = classes.size
+    if dev is None:
+        sq, scale = squared_distance_buffer(x, precision)
+        q = distance_quantile(sq, scale, quantile)
+        if not q > 0.0:
+            raise ValueError("the distance quantile is 0: the features do not vary across the sampled points")
+        w_x = math.fsum(edge_lengths(x, prim_edges(sq)).tolist()) / q
+        bridges = np.array(
+            [
+                _block_argmin(sq, int(starts[a]), int(ends[a]), int(starts[b]), int(ends[b]))
+                for a in range(k)
+                for b in range(a + 1, k)
+            ],
+            dtype=np.int64,
+        )
+        del sq
+    else:
+        q, w_x_d, bridges = _torch_stage(x, starts, ends, precision, quantile, dev)
+        w_x = w_x_d / q
+    d_bridge = edge_lengths(x, bridges.reshape(-1, 2))
     contracted = np.zeros((k, k), dtype=np.float64)
+    n_pair = 0
     for a in range(k):
         for b in range(a + 1, k):
-            i, j = _block_argmin(sq, int(starts[a]), int(ends[a]), int(starts[b]), int(ends[b]))
-            d = float(edge_lengths(x, np.array([[i, j]], dtype=np.int64))[0])
-            contracted[a, b] = contracted[b, a] = min(d / q, lam)
-    del sq
+            contracted[a, b] = contracted[b, a] = min(float(d_bridge[n_pair]) / q, lam)
+            n_pair += 1
     w_y = _dense_prim_weight(contracted)
     n = x.shape[0]
     return GRTDStage(value=-(w_x - w_y) / (n - 1), q=q, w_x=w_x, w_y=w_y, n_points=n, n_classes=k)
@@ -203,9 +347,13 @@ def grtd_stage(
     lam: float = 1.0,
     quantile: float = 0.9,
     precision: Precision = "float32",
+    device: Any = None,
+    backend: str | None = None,
 ) -> float:
     """GRTD_t = -(W(MST(G_X)) - W(MST(G_Y))) / (N - 1) on d̂ = d / q (metrics.md §3)."""
-    return grtd_stage_details(features, labels, lam=lam, quantile=quantile, precision=precision).value
+    return grtd_stage_details(
+        features, labels, lam=lam, quantile=quantile, precision=precision, device=device, backend=backend
+    ).value
 
 
 def grtd(
@@ -215,8 +363,13 @@ def grtd(
     quantile: float = 0.9,
     stages: Sequence[str] | None = None,
     precision: Precision = "float32",
+    device: Any = None,
+    backend: str | None = None,
 ) -> GRTDResult:
-    """Mean GRTD over `stages` (default: every stage given) of features sampled at the same points."""
+    """Mean GRTD over `stages` (default: every stage given) of features sampled at the same points.
+
+    `device` / `backend` pick the MST path as in `grtd_stage_details` (None: numpy on the CPU).
+    """
     if not isinstance(stage_features, Mapping) or len(stage_features) == 0:
         raise ValueError("stage_features must be a non-empty mapping of stage name -> (N, D) features")
     names = list(stage_features) if stages is None else list(stages)
@@ -225,8 +378,11 @@ def grtd(
     missing = [s for s in names if s not in stage_features]
     if missing:
         raise ValueError(f"stages not in stage_features: {missing}")
+    dev = _stage_device(device, backend)
     details = {
-        s: grtd_stage_details(stage_features[s], labels, lam=lam, quantile=quantile, precision=precision)
+        s: grtd_stage_details(
+            stage_features[s], labels, lam=lam, quantile=quantile, precision=precision, device=device, backend=backend
+        )
         for s in names
     }
     per_stage = {s: d.value for s, d in details.items()}
@@ -237,4 +393,5 @@ def grtd(
         lam=float(lam),
         quantile=float(quantile),
         precision=precision,
+        device="cpu" if dev is None else f"torch:{dev}",
     )

@@ -269,21 +269,20 @@ def mst_weight(points: ArrayLike, device: Any = None, precision: Precision = "fl
     return math.fsum(weights.tolist())
 
 
-def boruvka_edges_torch(points: NDArray[np.float64], device: Any, precision: Precision = "float32") -> NDArray[np.int64]:
-    """Dense Boruvka in torch over the squared-distance matrix -> (N-1, 2) tree edges (numpy).
+def torch_squared_distances(points: NDArray[np.float64], device: Any, precision: Precision = "float32") -> tuple[Any, float]:
+    """Dense (N, N) squared distances as a torch tensor on `device`, and the scale factor.
 
-    Edges are compared by (length, lower index, higher index), a strict total order, so the tree is
-    the unique minimum spanning tree under that order and no tie can close a cycle. Each round
-    every component takes its cheapest outgoing edge; about log2(N) rounds of dense sweeps.
+    Products in float64 (no TF32, no float32 cancellation) on the centred, power-of-two-scaled
+    points, stored in `precision`; true squared distance = scale**2 * sq[i, j]. The matrix is
+    bitwise symmetric and its diagonal is +inf (no self edges).
     """
     import torch
 
     dtype = _dtype(precision)
     tdtype = torch.float32 if dtype == np.float32 else torch.float64
-    work, _ = _scaled_centred(points, np.dtype(np.float64))
+    work, scale = _scaled_centred(points, np.dtype(np.float64))
     n = work.shape[0]
     dev = torch.device(device)
-    # Products in float64 (no TF32, no float32 cancellation), stored in `precision`.
     x = torch.from_numpy(work).to(dev)
     norms = (x * x).sum(dim=1)
     sq = torch.empty((n, n), dtype=tdtype, device=dev)
@@ -295,7 +294,28 @@ def boruvka_edges_torch(points: NDArray[np.float64], device: Any, precision: Pre
         del g
     sq = torch.minimum(sq, sq.T)  # bitwise symmetric: both triangles must agree on every tie
     sq.fill_diagonal_(float("inf"))
+    return sq, scale
 
+
+def boruvka_edges_torch(points: NDArray[np.float64], device: Any, precision: Precision = "float32") -> NDArray[np.int64]:
+    """Dense Boruvka in torch over the squared-distance matrix -> (N-1, 2) tree edges (numpy)."""
+    sq, _ = torch_squared_distances(points, device, precision)
+    return boruvka_edges_from_sq(sq)
+
+
+def boruvka_edges_from_sq(sq: Any) -> NDArray[np.int64]:
+    """Dense Boruvka over a symmetric (N, N) torch weight matrix with +inf diagonal -> (N-1, 2) edges.
+
+    Edges are compared by (length, lower index, higher index), a strict total order, so the tree is
+    the unique minimum spanning tree under that order and no tie can close a cycle. Each round
+    every component takes its cheapest outgoing edge; about log2(N) rounds of dense sweeps.
+    `sq` is only read.
+    """
+    import torch
+
+    n = sq.shape[0]
+    dev = sq.device
+    tdtype = sq.dtype
     big = torch.iinfo(torch.int64).max
     inf = torch.tensor(float("inf"), dtype=tdtype, device=dev)
     idx = torch.arange(n, device=dev)

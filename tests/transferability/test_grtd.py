@@ -13,14 +13,19 @@ from hypothesis.extra.numpy import arrays
 from scipy.spatial.distance import pdist, squareform
 from scipy.stats import special_ortho_group
 
+from transferability import grtd as grtd_mod
 from transferability.grtd import (
+    _block_argmin,
+    _torch_class_bridges,
+    _torch_distance_quantile,
+    _torch_order_statistics,
     distance_quantile,
     grtd,
     grtd_stage,
     grtd_stage_details,
     upper_order_statistics,
 )
-from transferability.mst import squared_distance_buffer
+from transferability.mst import squared_distance_buffer, torch_squared_distances
 
 
 def dense_mst_weight(w: np.ndarray) -> float:
@@ -229,3 +234,142 @@ def test_grtd_mapping_validation() -> None:
         grtd({"a": x}, y, stages=["b"])
     with pytest.raises(ValueError, match="entries but there are"):
         grtd({"a": x, "b": x[:-1]}, y)
+
+
+# ---- torch path (device='cuda' / 'auto' on a GPU), exercised on CPU torch through backend='torch' ----
+
+
+def duplicate_data(n: int = 260, d: int = 40, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """float32 points that are copies of 9 rows (tied distances), 4 classes mixed across copies."""
+    rng = np.random.default_rng(seed)
+    base = (rng.standard_normal((9, d)) * 7.3 + 41.7).astype(np.float32)
+    return base[rng.integers(0, 9, n)], rng.integers(0, 4, n)
+
+
+TORCH_DATA = {
+    "random": lambda seed: (np.random.default_rng(seed).standard_normal((300, 24)), np.arange(300) % 3),
+    "clustered": lambda seed: make_data(280, 32, k=5, spread=0.4, seed=seed),
+    "duplicates": lambda seed: duplicate_data(seed=seed),
+    "integer_ties": lambda seed: (
+        np.random.default_rng(seed).integers(-2, 3, (150, 3)).astype(float),
+        np.random.default_rng(seed + 1).integers(0, 3, 150),
+    ),
+}
+
+
+@pytest.mark.parametrize("data", sorted(TORCH_DATA))
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_torch_path_matches_numpy_path(data: str, precision: str, seed: int) -> None:
+    pytest.importorskip("torch")
+    x, y = TORCH_DATA[data](seed)
+    ref = grtd_stage_details(x, y, precision=precision)
+    got = grtd_stage_details(x, y, precision=precision, backend="torch")
+    for name in ("value", "q", "w_x", "w_y"):
+        assert getattr(got, name) == pytest.approx(getattr(ref, name), rel=1e-5, abs=1e-12), name
+    assert (got.n_points, got.n_classes) == (ref.n_points, ref.n_classes)
+    if precision == "float64":  # both exact up to rounding: far tighter than the contract
+        assert got.value == pytest.approx(ref.value, rel=1e-9, abs=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    arrays(np.float64, st.tuples(st.integers(3, 30), st.integers(1, 3)), elements=st.integers(-4, 4).map(float)),
+    st.integers(0, 2**31 - 1),
+)
+def test_torch_path_matches_reference_on_tie_heavy_inputs(x: np.ndarray, seed: int) -> None:
+    pytest.importorskip("torch")
+    y = np.random.default_rng(seed).integers(0, 3, x.shape[0])
+    if np.unique(y).size < 2 or np.quantile(pdist(x), 0.9) == 0:
+        return
+    ref, _, _ = reference_grtd(x, y)
+    assert grtd_stage(x, y, precision="float64", backend="torch") == pytest.approx(ref, rel=1e-9, abs=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    arrays(np.float64, st.tuples(st.integers(2, 40), st.integers(1, 3)), elements=st.integers(-3, 3).map(float)),
+    st.sampled_from(["float32", "float64"]),
+)
+def test_torch_order_statistics_equal_numpy_on_the_same_buffer(x: np.ndarray, precision: str) -> None:
+    torch = pytest.importorskip("torch")
+    sq, scale = squared_distance_buffer(x, precision)
+    full = sq.copy()
+    np.fill_diagonal(full, np.inf)  # the torch buffer's layout: symmetric, +inf diagonal
+    t = torch.from_numpy(full)
+    m = x.shape[0] * (x.shape[0] - 1) // 2
+    ranks = sorted({0, m - 1, m // 2, (m * 9) // 10})
+    np.testing.assert_array_equal(_torch_order_statistics(t, [2 * r for r in ranks]), upper_order_statistics(sq, ranks))
+    for q in (0.9, 0.5, 1.0):
+        assert _torch_distance_quantile(t, scale, q) == distance_quantile(sq, scale, q)
+
+
+def test_torch_scans_in_small_chunks_give_the_same_quantile(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    x, _ = make_data(200, 8, seed=11)
+    sq, scale = torch_squared_distances(x, torch.device("cpu"), "float32")
+    whole = _torch_distance_quantile(sq, scale, 0.9)
+    monkeypatch.setattr(grtd_mod, "_TORCH_SCAN", 1000)
+    assert _torch_distance_quantile(sq, scale, 0.9) == whole
+    with pytest.raises(ValueError, match="ranks"):
+        _torch_order_statistics(sq, [sq.numel()])
+
+
+def test_torch_class_bridges_pick_the_same_pairs_as_numpy() -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(12)
+    x = rng.integers(-2, 3, (120, 2)).astype(float)  # many tied bridges: ties -> lowest row, then column
+    y = np.sort(rng.integers(0, 6, 120))
+    classes, starts = np.unique(y, return_index=True)
+    ends = np.append(starts[1:], y.size)
+    sq, _ = squared_distance_buffer(x, "float64")
+    full = sq.copy()
+    np.fill_diagonal(full, np.inf)
+    got = _torch_class_bridges(torch.from_numpy(full), starts, ends)
+    k = classes.size
+    want = [_block_argmin(sq, starts[a], ends[a], starts[b], ends[b]) for a in range(k) for b in range(a + 1, k)]
+    np.testing.assert_array_equal(got, np.array(want))
+
+
+def test_device_selects_the_path() -> None:
+    torch = pytest.importorskip("torch")
+    x, y = make_data(120, 6, seed=13)
+    numpy_res = grtd({"s": x}, y)
+    assert numpy_res.device == "cpu"
+    assert grtd({"s": x}, y, device="cpu").to_dict() == numpy_res.to_dict()  # 'cpu': the numpy path, unchanged
+    torch_res = grtd({"s": x}, y, backend="torch")
+    assert torch_res.device == "torch:cpu"
+    assert torch_res.value == pytest.approx(numpy_res.value, rel=1e-5)
+    assert grtd({"s": x}, y, device="cuda", backend="numpy").device == "cpu"
+    if torch.cuda.is_available():
+        assert grtd({"s": x}, y, device="auto").device.startswith("torch:cuda")
+    else:
+        assert grtd({"s": x}, y, device="auto").to_dict() == numpy_res.to_dict()
+        with pytest.raises(ValueError, match="CUDA"):
+            grtd_stage(x, y, device="cuda")
+    with pytest.raises(ValueError, match="backend"):
+        grtd_stage(x, y, backend="jax")
+
+
+def test_torch_path_rejects_zero_quantile() -> None:
+    pytest.importorskip("torch")
+    with pytest.raises(ValueError, match="quantile is 0"):
+        grtd_stage(np.zeros((5, 2)), np.array([0, 1, 0, 1, 0]), backend="torch")
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA device (runs on the GPU machine)")
+@pytest.mark.parametrize("data", sorted(TORCH_DATA))
+def test_cuda_path_matches_numpy_path(data: str) -> None:
+    x, y = TORCH_DATA[data](0)
+    ref = grtd_stage_details(x, y)
+    got = grtd_stage_details(x, y, device="cuda")
+    for name in ("value", "q", "w_x", "w_y"):
+        assert getattr(got, name) == pytest.approx(getattr(ref, name), rel=1e-5, abs=1e-12), name

@@ -281,3 +281,18 @@ def test_batched_prim_is_kruskal_with_lower_index_ties() -> None:
         got = {tuple(sorted((int(u), int(v)))) for u, v in edges[a] if u >= 0}
         assert got == {(int(idx[i]), int(idx[j])) for i, j in ref}
         assert np.all(edges[a, idx.size - 1 :] == -1) if idx.size >= 1 else True
+
+
+def test_torch_squared_distances_layout() -> None:
+    torch = pytest.importorskip("torch")
+    x = clustered_points(90, 7, seed=11)
+    for precision in ("float32", "float64"):
+        sq, scale = mst.torch_squared_distances(x, torch.device("cpu"), precision)
+        assert torch.equal(sq, sq.T)  # bitwise symmetric
+        assert torch.isinf(torch.diagonal(sq)).all()
+        ref, ref_scale = mst.squared_distance_buffer(x, "float64")
+        got = sq.double().numpy() * scale**2
+        np.fill_diagonal(got, 0.0)
+        np.testing.assert_allclose(got, ref * ref_scale**2, rtol=1e-5 if precision == "float32" else 1e-10, atol=1e-9)
+        edges = mst.boruvka_edges_from_sq(sq)
+        assert is_spanning_tree(edges, 90)
