@@ -1,8 +1,9 @@
-"""Benchmark of the exact MST (CPU numpy Prim, GPU torch Boruvka) and of batched LBTC; prints JSON.
+"""Benchmark of the exact MST (CPU numpy Prim, GPU torch Boruvka), of GRTD and of batched LBTC; prints JSON.
 
 Each case runs in its own subprocess, so its peak RSS (ru_maxrss) is its own. The CPU speed
 target is a ratio against scipy's `minimum_spanning_tree(squareform(pdist(X)))` measured in the
-same process on the same data. The GPU case runs only when torch sees CUDA.
+same process on the same data. The GPU cases run only when torch sees CUDA; GPU GRTD is timed
+against the numpy GRTD on the same data in the same process.
 
     python bench/mst.py                 # all cases
     python bench/mst.py --cases cpu_n4096 lbtc
@@ -36,6 +37,7 @@ TARGETS = {
     "gpu_n20000_seconds_max": 0.15,
     "gpu_vs_cpu_rel_diff_max": 1e-5,
     "lbtc_seconds_max": 2.0,
+    "gpu_grtd_vs_cpu_rel_diff_max": 1e-5,
 }
 
 
@@ -172,10 +174,53 @@ def case_lbtc() -> dict[str, Any]:
     }
 
 
+def _labelled_points(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three noisy classes in D dimensions (float32), the shape of a pilot set's sampled features."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.standard_normal((3, D))[y] * 0.5 + rng.standard_normal((n, D))
+    return x.astype(np.float32), y
+
+
+def case_gpu_grtd() -> dict[str, Any]:
+    try:
+        import torch
+    except ImportError:
+        return {"available": False, "reason": "torch is not installed"}
+    if not torch.cuda.is_available():
+        return {"available": False, "reason": "torch.cuda.is_available() is False"}
+    from transferability.grtd import grtd_stage_details
+
+    out: dict[str, Any] = {"available": True, "device": torch.cuda.get_device_name(0), "d": D, "runs": {}}
+    ok = True
+    for n in (4096, 20000):
+        x, y = _labelled_points(n)
+        grtd_stage_details(x, y, device="cuda")  # warm-up: context, cuBLAS handles, allocator
+        torch.cuda.reset_peak_memory_stats()
+        gpu_times, gpu = _timed(lambda: grtd_stage_details(x, y, device="cuda"), 5)  # returns host floats: synced
+        cpu_times, cpu = _timed(lambda: grtd_stage_details(x, y), 1)
+        rel = abs(gpu.value - cpu.value) / abs(cpu.value)
+        ok = ok and rel <= TARGETS["gpu_grtd_vs_cpu_rel_diff_max"]
+        out["runs"][str(n)] = {
+            "n": n,
+            "gpu_seconds": gpu_times,
+            "gpu_median_s": statistics.median(gpu_times),
+            "cpu_numpy_s": cpu_times[0],
+            "speedup_vs_cpu": cpu_times[0] / statistics.median(gpu_times),
+            "value_gpu": gpu.value,
+            "value_cpu": cpu.value,
+            "rel_diff_vs_cpu": rel,
+            "peak_gpu_mem_gb": torch.cuda.max_memory_allocated() / 1e9,
+        }
+    out["meets_target"] = ok
+    return out
+
+
 CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "cpu_n4096": case_cpu_n4096,
     "cpu_n20000": case_cpu_n20000,
     "gpu_n20000": case_gpu_n20000,
+    "gpu_grtd": case_gpu_grtd,
     "lbtc": case_lbtc,
 }
 

@@ -189,7 +189,10 @@ def score_model(
 
     t0 = time.perf_counter()
     report("grtd", 0.0)
-    g = grtd_fn({s: point_feats[s] for s in grtd_stages}, plan.labels, lam=config.lam, quantile=config.quantile, stages=grtd_stages)
+    g = grtd_fn(
+        {s: point_feats[s] for s in grtd_stages}, plan.labels, lam=config.lam, quantile=config.quantile,
+        stages=grtd_stages, device=dev if dev.startswith("cuda") else None,  # exact MST on the GPU when present
+    )
     timings["grtd"] = time.perf_counter() - t0
     report("grtd", 1.0)
 
