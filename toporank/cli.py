@@ -87,6 +87,26 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def _die_with_parent(parent_pid: int):  # type: ignore[no-untyped-def]
+    """A preexec hook: the worker gets SIGTERM (a warm shutdown) when `serve` exits for any reason.
+
+    uvicorn re-raises the SIGTERM/SIGINT it handled once it has shut down, so the `finally` of
+    `cmd_serve` does not run on a signal; the kernel's parent-death signal covers that and a SIGKILL.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def hook() -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(0)
+
+    return hook
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Embedded mode: migrate, re-queue crashed work, start one worker process and the API."""
     from app.dispatch import CeleryDispatcher
@@ -106,7 +126,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"re-queued {counts['items']} ranking item(s) and {counts['models']} model validation(s)", file=sys.stderr)
     worker = None
     if not args.no_worker:
-        worker = subprocess.Popen([sys.executable, "-m", "toporank.cli", "worker"], env=os.environ.copy())
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "toporank.cli", "worker"], env=os.environ.copy(), preexec_fn=_die_with_parent(os.getpid())
+        )
     try:
         _serve_api(args.host or settings.host, args.port or settings.port)
     finally:

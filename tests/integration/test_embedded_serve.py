@@ -49,3 +49,26 @@ def test_serve_crash_then_restart_requeues_and_completes(tmp_path, checkpoints):
         assert "re-queued 1 ranking item" in stack.log("serve")
     finally:
         stack.stop("serve")
+
+
+def test_serve_stopped_by_sigterm_takes_its_worker_down(tmp_path):
+    """uvicorn re-raises the SIGTERM it handled, so only the parent-death signal stops the worker."""
+    import os
+
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOPORANK_")}
+    env.update(TOPORANK_DATA_DIR=str(tmp_path / "data"), TOPORANK_LOG_LEVEL="WARNING",
+               TOPORANK_TASK_QUEUE=f"toporank-serve-{secrets.token_hex(4)}")
+    stack = Stack("serve", tmp_path, env, port=free_port())
+    proc = stack.spawn("serve", [sys.executable, "-m", "toporank.cli", "serve", "--port", str(stack.port)])
+    try:
+        wait_for(lambda: httpx.get(stack.url + "/readyz", timeout=2).status_code == 200, 90, "serve readiness")
+        workers = [c for c in psutil.Process(proc.pid).children() if "worker" in " ".join(c.cmdline())]
+        assert len(workers) == 1
+        proc.send_signal(signal.SIGTERM)  # the serve process alone, as a user's `kill` or the demo does
+        proc.wait(timeout=30)
+        gone, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, stack.log("serve")[-2000:]
+    finally:
+        stack.stop("serve")
