@@ -209,6 +209,9 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="1 and 2 cases only")
     p.add_argument("--no-gpu", action="store_true", help="skip the CUDA runs even when CUDA is present")
     p.add_argument("--gpu-only", action="store_true", help="skip the CPU scaling runs (keeps one CPU reference run)")
+    p.add_argument("--gpu-small-cases", type=int, nargs="*", default=None, help="case counts of the small model on CUDA")
+    p.add_argument("--resencl-cases", type=int, nargs="*", default=None, help="case counts of ResEnc-L on CUDA (default 1 4)")
+    p.add_argument("--resencl-shape", type=int, nargs=3, default=[160, 192, 160], help="ResEnc-L case shape at 1 mm")
     args = p.parse_args()
     if args.child:
         print(json.dumps(child(args)))
@@ -246,16 +249,17 @@ def main() -> None:
         report["cpu"]["per_case_s"] = {str(r["n_cases"]): r["per_case_s"] for r in ok}
         if torch.cuda.is_available() and not args.no_gpu:
             gpu: dict[str, Any] = {"name": torch.cuda.get_device_name(0), "runs": []}
-            for n in counts:
+            for n in counts if args.gpu_small_cases is None else args.gpu_small_cases:
                 gpu["runs"].append(run_child(spec_path, ckpt, n, args.shape, args.spacing, "cuda", None))
-            if ok and "error" not in gpu["runs"][0]:
+            if ok and gpu["runs"] and "error" not in gpu["runs"][0]:
                 ref, dev = ok[0], gpu["runs"][0]
                 gpu["small_1case_cuda_bf16_vs_cpu_fp32"] = {"grtd": [dev["grtd"], ref["grtd"]], "lbtc": [dev["lbtc"], ref["lbtc"]]}
             spec_l, ckpt_l = write_checkpoint("resencl", tmpd)
             spec_l_path = tmpd / "resencl.json"
             spec_l_path.write_text(json.dumps(spec_l))
-            for n in [1, 4] if not args.quick else [1]:
-                gpu["runs"].append(run_child(spec_l_path, ckpt_l, n, [160, 192, 160], [1.0, 1.0, 1.0], "cuda", None))
+            resencl_counts = args.resencl_cases if args.resencl_cases is not None else ([1] if args.quick else [1, 4])
+            for n in resencl_counts:
+                gpu["runs"].append(run_child(spec_l_path, ckpt_l, n, args.resencl_shape, [1.0, 1.0, 1.0], "cuda", None))
             report["gpu"] = gpu
         else:
             report["gpu"] = "no CUDA device: GPU figures not measured"
