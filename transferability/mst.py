@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -30,6 +31,8 @@ _EDGE_CHUNK = 8192  # edges per chunk in the float64 re-measurement (bounds a (c
 # below (n_i + n_max) / _RATIO is recomputed in float64, keeping edge errors under ~4e-6.
 _RATIO = 8.0
 _TORCH_ROWS = 4096  # rows per chunk in the torch Boruvka sweep (bounds an (rows, N) temporary)
+_TORCH_TILE = 4096  # tile side in the torch distance build (bounds a float64 (tile, tile) temporary)
+_TOPK = 16  # candidates kept per row by the torch Boruvka (0: only the exact cheapest edge)
 
 
 _BLAS_CONTROLLER: Any = None
@@ -269,8 +272,225 @@ def mst_weight(points: ArrayLike, device: Any = None, precision: Precision = "fl
     return math.fsum(weights.tolist())
 
 
-def torch_squared_distances(points: NDArray[np.float64], device: Any, precision: Precision = "float32") -> tuple[Any, float]:
+def _sync(dev: Any) -> None:
+    """Wait for the device (CUDA) so that a host timer brackets its work; no-op elsewhere."""
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def torch_squared_distances(
+    points: NDArray[np.float64], device: Any, precision: Precision = "float32", stats: dict[str, Any] | None = None
+) -> tuple[Any, float]:
     """Dense (N, N) squared distances as a torch tensor on `device`, and the scale factor.
+
+    Products in float64 (no TF32, no float32 cancellation) on the centred, power-of-two-scaled
+    points, stored in `precision`; true squared distance = scale**2 * sq[i, j]. Only the tiles on
+    and above the diagonal are computed (one fused `addmm` + one add per tile); each off-diagonal
+    tile is written once and copied to its mirror, and diagonal tiles take min(t, t.T): the matrix
+    is bitwise symmetric and its diagonal is +inf (no self edges). `stats`, when given, receives
+    synchronised stage times (host prep + upload, tiles).
+    """
+    import torch
+
+    dtype = _dtype(precision)
+    tdtype = torch.float32 if dtype == np.float32 else torch.float64
+    t0 = time.perf_counter()
+    work, scale = _scaled_centred(points, np.dtype(np.float64))
+    n = work.shape[0]
+    dev = torch.device(device)
+    x = torch.from_numpy(work).to(dev)
+    norms = (x * x).sum(dim=1)
+    sq = torch.empty((n, n), dtype=tdtype, device=dev)
+    if stats is not None:
+        _sync(dev)
+        stats["prep_upload_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+    tile = _TORCH_TILE
+    for i0 in range(0, n, tile):
+        i1 = min(n, i0 + tile)
+        n_i = norms[i0:i1, None]
+        for j0 in range(i0, n, tile):
+            j1 = min(n, j0 + tile)
+            t = torch.addmm(n_i, x[i0:i1], x[j0:j1].T, beta=1.0, alpha=-2.0)  # n_i - 2 g_ij (2 g exact)
+            t.add_(norms[None, j0:j1])
+            dst = sq[i0:i1, j0:j1]
+            if j0 == i0:
+                t = t.to(tdtype)
+                torch.minimum(t, t.T, out=dst)  # the diagonal tile: symmetric on its own
+            else:
+                dst.copy_(t)  # rounding to float32 commutes with the clamp below (monotone, keeps 0)
+            del t
+            dst.clamp_(min=0.0)
+            if j0 != i0:
+                sq[j0:j1, i0:i1].copy_(dst.T)
+    sq.fill_diagonal_(float("inf"))
+    if stats is not None:
+        _sync(dev)
+        stats["tiles_s"] = time.perf_counter() - t0
+    return sq, scale
+
+
+def boruvka_edges_torch(
+    points: NDArray[np.float64],
+    device: Any,
+    precision: Precision = "float32",
+    variant: Literal["topk", "dense"] = "topk",
+) -> NDArray[np.int64]:
+    """Boruvka in torch over the squared-distance matrix -> (N-1, 2) tree edges (numpy).
+
+    variant 'topk' (default): tiled distance build + candidate-list Boruvka; 'dense': the previous
+    row-strip build + dense sweeps, kept so that benchmarks can time both in one process.
+    """
+    if variant == "dense":
+        return boruvka_edges_from_sq_dense(torch_squared_distances_strips(points, device, precision)[0])
+    if variant != "topk":
+        raise ValueError(f"variant must be 'topk' or 'dense', got {variant!r}")
+    sq, _ = torch_squared_distances(points, device, precision)
+    return boruvka_edges_from_sq(sq)
+
+
+def _sorted_candidates(vals: Any, k: int) -> tuple[Any, Any, Any]:
+    """The k smallest entries of each row ordered by (value, column), and each row's k-th value.
+
+    topk leaves the order of tied values (and which of the values equal to the k-th one it keeps)
+    unspecified; a stable sort on value after a sort on column fixes the order, and only entries
+    strictly below the k-th value (a complete set) are ever trusted by the caller.
+    """
+    import torch
+
+    w, j = torch.topk(vals, k, dim=1, largest=False, sorted=True)
+    thresh = w[:, -1].clone()
+    j, order = torch.sort(j, dim=1)
+    w = w.gather(1, order)
+    w, order = torch.sort(w, dim=1, stable=True)
+    return w, j.gather(1, order), thresh
+
+
+def boruvka_edges_from_sq(sq: Any, k: int | None = None, stats: dict[str, Any] | None = None) -> NDArray[np.int64]:
+    """Boruvka over a symmetric (N, N) torch weight matrix with +inf diagonal -> (N-1, 2) edges.
+
+    Same tree as `boruvka_edges_from_sq_dense` (edges ordered by (length, lower, higher), a strict
+    total order: the MST is unique), with far fewer reads of `sq`. One pass over `sq` gives each
+    row its exact cheapest edge (ex_w, ex_j) and its k cheapest entries sorted by (value, column)
+    with the k-th value `thresh`. Invariants, since a row's outside set (columns in other
+    components) only shrinks as components merge:
+      (a) if ex_j is still outside, it is still the row's cheapest outside entry, lowest column
+          among ties (it was over a superset);
+      (b) every outside entry of value < thresh is in the list, so the first listed entry that is
+          outside and < thresh is the row's cheapest outside entry, lowest column among ties;
+      (c) otherwise the row's cheapest outside value is >= bound = thresh (k > 0) or ex_w (k = 0).
+    Each round a component's best is the minimum over its resolved rows; an unresolved row can
+    only beat or tie it when bound <= that minimum, and exactly those rows get a dense masked
+    sweep (which also refreshes their ex/list/thresh for later rounds). Unresolved rows with
+    bound > the minimum are strictly worse and are skipped, so every component still takes its
+    exact cheapest edge under the strict order. `stats`, when given, receives rounds, refreshed
+    rows per round and synchronised stage times. `sq` is only read.
+    """
+    import torch
+
+    n = sq.shape[0]
+    dev = sq.device
+    tdtype = sq.dtype
+    kk = _TOPK if k is None else k
+    kk = max(0, min(kk, n))
+    big = torch.iinfo(torch.int64).max
+    inf = torch.tensor(float("inf"), dtype=tdtype, device=dev)
+    idx = torch.arange(n, device=dev)
+    t0 = time.perf_counter()
+    ex_w = torch.empty(n, dtype=tdtype, device=dev)
+    ex_j = torch.empty(n, dtype=torch.int64, device=dev)
+    cand_w = torch.empty((n, kk), dtype=tdtype, device=dev)
+    cand_j = torch.empty((n, kk), dtype=torch.int64, device=dev)
+    thresh = torch.empty(n, dtype=tdtype, device=dev)
+    for r0 in range(0, n, _TORCH_ROWS):  # round 1 needs no mask: comp == idx and the diagonal is +inf
+        r1 = min(n, r0 + _TORCH_ROWS)
+        rows = sq[r0:r1]
+        ex_w[r0:r1], ex_j[r0:r1] = rows.min(dim=1)  # documented: the first (lowest) column among tied minima
+        if kk:
+            cand_w[r0:r1], cand_j[r0:r1], thresh[r0:r1] = _sorted_candidates(rows, kk)
+    if stats is not None:
+        _sync(dev)
+        stats["first_pass_s"] = time.perf_counter() - t0
+        stats["refreshed_rows"] = []
+        t0 = time.perf_counter()
+    ar_k = torch.arange(kk, device=dev)
+    comp = idx.clone()
+    chosen: list[Any] = []
+    n_comp = n
+    rounds = 0
+    while n_comp > 1:
+        rounds += 1
+        if rounds > 2 * max(1, n).bit_length() + 2:  # pragma: no cover - each round at least halves them
+            raise RuntimeError("Boruvka did not converge")
+        best_w = torch.where(comp[ex_j] != comp, ex_w, inf)
+        best_j = ex_j.clone()
+        resolved = best_w < inf
+        if kk:
+            outside = (comp[cand_j] != comp[:, None]) & (cand_w < thresh[:, None])
+            pos = torch.where(outside, ar_k, kk).amin(dim=1)
+            use = ~resolved & (pos < kk)
+            pos = pos.clamp(max=kk - 1)[:, None]
+            best_w = torch.where(use, cand_w.gather(1, pos).squeeze(1), best_w)
+            best_j = torch.where(use, cand_j.gather(1, pos).squeeze(1), best_j)
+            resolved |= use
+            bound = thresh
+        else:
+            bound = ex_w
+        comp_w = torch.full((n,), float("inf"), dtype=tdtype, device=dev)
+        comp_w.scatter_reduce_(0, comp, best_w, reduce="amin")
+        need = torch.nonzero(~resolved & (bound <= comp_w[comp])).squeeze(1)
+        n_need = int(need.numel())
+        if stats is not None:
+            stats["refreshed_rows"].append(n_need)
+        for f0 in range(0, n_need, _TORCH_ROWS):
+            rows = need[f0 : f0 + _TORCH_ROWS]
+            vals = torch.where(comp[rows, None] == comp[None, :], inf, sq.index_select(0, rows))
+            w, j = vals.min(dim=1)  # first (lowest) column among tied minima
+            ex_w[rows], ex_j[rows] = w, j
+            best_w[rows], best_j[rows] = w, j
+            if kk:
+                cand_w[rows], cand_j[rows], thresh[rows] = _sorted_candidates(vals, kk)
+            del vals
+        if n_need:
+            comp_w.fill_(float("inf"))
+            comp_w.scatter_reduce_(0, comp, best_w, reduce="amin")
+        eid = torch.minimum(idx, best_j) * n + torch.maximum(idx, best_j)
+        eid = torch.where(best_w == comp_w[comp], eid, big)
+        comp_e = torch.full((n,), big, dtype=torch.int64, device=dev)
+        comp_e.scatter_reduce_(0, comp, eid, reduce="amin")
+        is_root = comp == idx
+        pick = comp_e.clamp(max=n * n - 1)
+        a, b = pick // n, pick % n
+        other = torch.where(comp[a] == idx, comp[b], comp[a])
+        hook = torch.where(is_root, other, idx)
+        mutual = is_root & (hook[hook] == idx) & (idx < hook)  # two components chose the same edge
+        hook = torch.where(mutual, idx, hook)
+        chosen.append(torch.where(is_root, comp_e, big))
+        while True:  # pointer jumping, one host sync per four jumps
+            for _ in range(4):
+                hook = hook[hook]
+            if torch.equal(hook[hook], hook):
+                break
+        comp = hook[comp]
+        n_comp = int((comp == idx).sum())
+    if stats is not None:
+        _sync(dev)
+        stats["rounds_s"] = time.perf_counter() - t0
+        stats["rounds"] = rounds
+        stats["k"] = kk
+    eids = torch.unique(torch.cat(chosen)) if chosen else torch.zeros(0, dtype=torch.int64, device=dev)
+    eids = eids[eids != big].cpu().numpy()
+    if eids.size != n - 1:  # pragma: no cover - would mean a bug in the rounds above
+        raise RuntimeError(f"Boruvka produced {eids.size} edges for {n} points")
+    return np.stack([eids // n, eids % n], axis=1).astype(np.int64)
+
+
+def torch_squared_distances_strips(points: NDArray[np.float64], device: Any, precision: Precision = "float32") -> tuple[Any, float]:
+    """Previous distance build (row strips + full transposed minimum), kept for comparison.
+
+    Dense (N, N) squared distances as a torch tensor on `device`, and the scale factor.
 
     Products in float64 (no TF32, no float32 cancellation) on the centred, power-of-two-scaled
     points, stored in `precision`; true squared distance = scale**2 * sq[i, j]. The matrix is
@@ -297,14 +517,10 @@ def torch_squared_distances(points: NDArray[np.float64], device: Any, precision:
     return sq, scale
 
 
-def boruvka_edges_torch(points: NDArray[np.float64], device: Any, precision: Precision = "float32") -> NDArray[np.int64]:
-    """Dense Boruvka in torch over the squared-distance matrix -> (N-1, 2) tree edges (numpy)."""
-    sq, _ = torch_squared_distances(points, device, precision)
-    return boruvka_edges_from_sq(sq)
+def boruvka_edges_from_sq_dense(sq: Any) -> NDArray[np.int64]:
+    """Previous Boruvka (a dense masked sweep of every row each round), kept for comparison.
 
-
-def boruvka_edges_from_sq(sq: Any) -> NDArray[np.int64]:
-    """Dense Boruvka over a symmetric (N, N) torch weight matrix with +inf diagonal -> (N-1, 2) edges.
+    Dense Boruvka over a symmetric (N, N) torch weight matrix with +inf diagonal -> (N-1, 2) edges.
 
     Edges are compared by (length, lower index, higher index), a strict total order, so the tree is
     the unique minimum spanning tree under that order and no tie can close a cycle. Each round

@@ -296,3 +296,115 @@ def test_torch_squared_distances_layout() -> None:
         np.testing.assert_allclose(got, ref * ref_scale**2, rtol=1e-5 if precision == "float32" else 1e-10, atol=1e-9)
         edges = mst.boruvka_edges_from_sq(sq)
         assert is_spanning_tree(edges, 90)
+
+
+# ---- candidate-list Boruvka (default torch path) against the previous dense sweep ----
+
+
+def _edge_set(edges: np.ndarray) -> list[tuple[int, int]]:
+    return sorted((int(min(a, b)), int(max(a, b))) for a, b in edges)
+
+
+def kruskal_on_matrix(w: np.ndarray) -> list[tuple[int, int]]:
+    """Kruskal over a symmetric weight matrix, pairs ordered by (weight, lower, higher)."""
+    n = w.shape[0]
+    iu, ju = np.triu_indices(n, 1)
+    order = np.lexsort((ju, iu, w[iu, ju]))
+    parent = list(range(n))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            a = parent[a]
+        return a
+
+    out = []
+    for t in order:
+        ra, rb = find(int(iu[t])), find(int(ju[t]))
+        if ra != rb:
+            parent[ra] = rb
+            out.append((int(iu[t]), int(ju[t])))
+    return sorted(out)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(2, 40).flatmap(
+        lambda n: st.tuples(
+            arrays(np.int64, (n, n), elements=st.integers(0, 3)),
+            st.integers(0, 5),
+        )
+    )
+)
+def test_candidate_boruvka_on_tie_heavy_matrices(data: tuple[np.ndarray, int]) -> None:
+    # Weights in {0..3}: almost every comparison is a tie, so only the (weight, lower, higher) order decides.
+    torch = pytest.importorskip("torch")
+    raw, k = data
+    w = np.minimum(raw, raw.T).astype(np.float64)
+    full = w.copy()
+    np.fill_diagonal(full, np.inf)
+    for dtype in (torch.float32, torch.float64):
+        sq = torch.from_numpy(full).to(dtype)
+        want = kruskal_on_matrix(w)
+        assert _edge_set(mst.boruvka_edges_from_sq_dense(sq)) == want
+        assert _edge_set(mst.boruvka_edges_from_sq(sq, k=k)) == want
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("k", [0, 1, 2, 16, 1000])
+def test_candidate_boruvka_equals_dense_on_the_same_matrix(case: str, k: int) -> None:
+    torch = pytest.importorskip("torch")
+    x = CASES[case](400, 9)
+    sq, _ = mst.torch_squared_distances(x, torch.device("cpu"), "float32")
+    stats: dict = {}
+    got = mst.boruvka_edges_from_sq(sq, k=k, stats=stats)
+    assert _edge_set(got) == _edge_set(mst.boruvka_edges_from_sq_dense(sq))
+    assert stats["rounds"] == len(stats["refreshed_rows"]) >= 1
+    assert stats["rounds"] > 1 and stats["refreshed_rows"][0] == 0  # round 1 is a plain row minimum
+    if k <= 1:  # no list entry is trusted and every row's first edge is now inside: all rows fall back
+        assert stats["refreshed_rows"][1] == 400
+
+
+def test_candidate_boruvka_fallback_in_small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(mst, "_TORCH_ROWS", 23)  # refreshed rows span several chunks
+    x = clustered_points(300, 6, seed=13)
+    sq, _ = mst.torch_squared_distances(x, torch.device("cpu"), "float64")
+    stats: dict = {}
+    got = mst.boruvka_edges_from_sq(sq, k=2, stats=stats)
+    assert sum(stats["refreshed_rows"]) > 23
+    assert _edge_set(got) == _edge_set(mst.boruvka_edges_from_sq_dense(sq))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_new_torch_pipeline_agrees_with_previous_and_numpy(case: str) -> None:
+    pytest.importorskip("torch")
+    x = CASES[case](500, 9)
+    for precision in ("float32", "float64"):
+        new = mst.boruvka_edges_torch(x, "cpu", precision)
+        old = mst.boruvka_edges_torch(x, "cpu", precision, variant="dense")
+        ref_edges, ref_w = mst_edges(x, precision=precision)
+        w_new = math.fsum(mst.edge_lengths(x, new).tolist())
+        assert w_new == math.fsum(mst.edge_lengths(x, old).tolist()) == pytest.approx(math.fsum(ref_w), rel=1e-12)
+        if case != "duplicates":  # duplicates: equal-length alternatives (1e-16 noise on a 0 distance)
+            assert _edge_set(new) == _edge_set(old) == _edge_set(ref_edges)
+
+
+def test_tiled_distance_build_matches_strips_and_is_symmetric(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(mst, "_TORCH_TILE", 64)  # several diagonal and off-diagonal tiles, a ragged last one
+    x = clustered_points(230, 7, seed=14)
+    for precision in ("float32", "float64"):
+        sq, scale = mst.torch_squared_distances(x, torch.device("cpu"), precision)
+        old, old_scale = mst.torch_squared_distances_strips(x, torch.device("cpu"), precision)
+        assert scale == old_scale and sq.dtype == old.dtype
+        assert torch.equal(sq, sq.T) and torch.isinf(torch.diagonal(sq)).all()
+        off = ~torch.eye(230, dtype=torch.bool)
+        np.testing.assert_allclose(sq[off].double().numpy(), old[off].double().numpy(), rtol=1e-6 if precision == "float32" else 1e-12, atol=1e-14)
+        assert (sq[off] >= 0).all()
+        assert _edge_set(mst.boruvka_edges_from_sq(sq)) == _edge_set(mst.boruvka_edges_from_sq_dense(old))
+
+
+def test_bad_torch_variant() -> None:
+    pytest.importorskip("torch")
+    with pytest.raises(ValueError, match="variant"):
+        mst.boruvka_edges_torch(random_points(10, 2), "cpu", variant="sparse")  # type: ignore[arg-type]
