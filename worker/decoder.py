@@ -52,9 +52,15 @@ class RandomDecoder(nn.Module):
             raise ValueError(f"decoder init must be one of {INIT_SCHEMES}, got {init!r}")
         self.init_scheme = init
         self.seed = int(seed)
-        with torch.random.fork_rng(devices=[]):  # layer constructors draw from the global RNG
+        # Built on `meta` (the layers' own random init would be overwritten), then given CPU memory
+        # that `init_decoder` fills entirely; the global RNG is not touched.
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
             self._build(channels, strides)
-        init_decoder(self, init, seed)
+        self.to_empty(device="cpu")
+        written = init_decoder(self, init, seed)
+        every = {id(t) for t in [*self.parameters(), *self.buffers()]}
+        if written != every:  # pragma: no cover - guards a layer type init_decoder does not know
+            raise RuntimeError(f"{len(every - written)} decoder tensors would be left uninitialised")
 
     def _build(self, channels: Sequence[int], strides: Sequence[Sequence[int]]) -> None:
         self.transpconvs = nn.ModuleList()
@@ -82,11 +88,13 @@ class RandomDecoder(nn.Module):
         return out
 
 
-def init_decoder(module: nn.Module, scheme: DecoderInit, seed: int) -> None:
+def init_decoder(module: nn.Module, scheme: DecoderInit, seed: int) -> set[int]:
     """Initialise every conv / transposed conv of `module` in registration order from one seeded
     generator: `kaiming` = He normal (a=1e-2, as nnU-Net), `xavier` = Glorot uniform, `gaussian` =
-    N(0, 0.01^2); biases 0, norm affine weight 1 / bias 0. The global RNG is not touched."""
+    N(0, 0.01^2); biases 0, norm affine weight 1 / bias 0. The global RNG is not touched.
+    Returns the ids of the tensors written (so a caller can check none was missed)."""
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    written: set[int] = set()
     with torch.no_grad():
         for m in module.modules():
             if isinstance(m, (nn.Conv3d, nn.ConvTranspose3d)):
@@ -100,8 +108,12 @@ def init_decoder(module: nn.Module, scheme: DecoderInit, seed: int) -> None:
                 else:  # pragma: no cover - validated by the caller
                     raise ValueError(scheme)
                 m.weight.copy_(w)
+                written.add(id(m.weight))
                 if m.bias is not None:
                     m.bias.zero_()
+                    written.add(id(m.bias))
             elif isinstance(m, nn.InstanceNorm3d) and m.affine:
                 m.weight.fill_(1.0)
                 m.bias.zero_()
+                written.update((id(m.weight), id(m.bias)))
+    return written

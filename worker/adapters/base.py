@@ -266,8 +266,11 @@ def as_state_dict(obj: Any, what: str) -> dict[str, torch.Tensor]:
 def measure_stages(
     encoder: nn.Module, in_channels: int, spatial: Sequence[int], names: Sequence[str] | None = None
 ) -> list[StageInfo]:
-    """Dry-run `encoder` on zeros of `spatial` size and read each map's channels and stride."""
-    x = torch.zeros((1, in_channels, *spatial), dtype=torch.float32)
+    """Dry-run `encoder` on zeros of `spatial` size and read each map's channels and stride.
+
+    The zeros live on the encoder's device (`meta` gives the shapes without any compute)."""
+    first = next(iter([*encoder.parameters(), *encoder.buffers()]), None)
+    x = torch.zeros((1, in_channels, *spatial), dtype=torch.float32, device=first.device if first is not None else "cpu")
     with torch.no_grad():
         maps = list(encoder.eval()(x))
     out = []

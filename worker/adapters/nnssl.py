@@ -5,6 +5,10 @@ with `arch_kwargs`) and where the stem and encoder live in the state dict. We bu
 with `dynamic_network_architectures`, keep its encoder, load stem + encoder strictly and report
 every other key (decoder, projection heads, the decoder's alias of the encoder) as ignored. A
 1-channel stem is repeated for C-channel input as nnU-Net fine-tuning does.
+
+The network is built on the `meta` device (no random init of ~100 M parameters that the load would
+overwrite), its stage shapes are measured there, and the checkpoint tensors are then assigned in
+place of every meta parameter/buffer; one left on `meta` is an error, never uninitialised memory.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import importlib
 import json
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +145,10 @@ def load_nnssl(
     decoder_seed: int,
     device: str,
 ) -> FeatureModel:
-    sha = sha256_file(checkpoint_path)
-    ckpt = safe_torch_load(checkpoint_path)
+    with ThreadPoolExecutor(1) as pool:  # hashing and unpickling both release the GIL: overlap them
+        sha_job = pool.submit(sha256_file, checkpoint_path)
+        ckpt = safe_torch_load(checkpoint_path)
+        sha = sha_job.result()
     if not isinstance(ckpt, Mapping) or "network_weights" not in ckpt:
         found = sorted(map(str, ckpt.keys()))[:12] if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise ModelLoadError("wrong_format", f"not an nnssl checkpoint: no 'network_weights' (found {found})")
@@ -158,7 +165,8 @@ def load_nnssl(
     prep = spec.preprocessing
     target_in = int(in_channels or (prep.in_channels if prep else pt_in))
 
-    net = _build_network(arch_name, arch.get("arch_kwargs"), arch.get("arch_kwargs_requiring_import"), target_in)
+    with torch.device("meta"):  # shapes only: every tensor is replaced by a checkpoint tensor below
+        net = _build_network(arch_name, arch.get("arch_kwargs"), arch.get("arch_kwargs_requiring_import"), target_in)
     net_key_encoder = getattr(net, "key_to_encoder", "encoder.stages")
     net_key_stem = getattr(net, "key_to_stem", "encoder.stem")
     pt_key_encoder = str(plan.get("key_to_encoder") or net_key_encoder)
@@ -216,18 +224,22 @@ def load_nnssl(
                     )
             else:
                 raise ModelLoadError("shape_mismatch", f"{key}: checkpoint {tuple(got.shape)} vs network {tuple(want.shape)}")
-        state[key[len(root) + 1 :]] = got.to(want.dtype)
-    encoder.load_state_dict(state, strict=True)
-    report.loaded = sorted(expected)
-    if repeated:
-        report.notes.append(f"stem weights repeated from {pt_in} to {target_in} input channels (divided by {target_in})")
-    del net  # the pretrained/random decoder of the U-Net is never used
-
+        state[key[len(root) + 1 :]] = got.to(device=device, dtype=want.dtype).contiguous()
     if hasattr(encoder, "return_skips"):
         encoder.return_skips = True
     strides_cum = _cumulative_strides(encoder)
     coarse = [max(s[a] for s in strides_cum) for a in range(3)]
-    measured = measure_stages(encoder, target_in, [2 * c for c in coarse])
+    measured = _measure_on_meta(encoder, target_in, [2 * c for c in coarse])
+    encoder.load_state_dict(state, strict=True, assign=True)
+    _check_materialised(encoder, arch_name)
+    report.loaded = sorted(expected)
+    if repeated:
+        report.notes.append(f"stem weights repeated from {pt_in} to {target_in} input channels (divided by {target_in})")
+    del net, state, mapped, weights, ckpt  # the pretrained/random decoder of the U-Net is never used
+    if isinstance(measured, ModelLoadError):
+        raise measured
+    if measured is None:  # an op without a meta kernel: measure on the loaded weights
+        measured = measure_stages(encoder, target_in, [2 * c for c in coarse])
     if spec.encoder_stages():
         check_declared_stages(spec.encoder_stages(), measured)
         measured = [StageInfo(d.name, m.channels, m.stride, "encoder") for d, m in zip(spec.encoder_stages(), measured)]
@@ -247,6 +259,29 @@ def load_nnssl(
         decoder_seed=decoder_seed,
         device=device,
     )
+
+
+def _measure_on_meta(encoder: nn.Module, in_channels: int, spatial: list[int]) -> list[StageInfo] | ModelLoadError | None:
+    """Stage channels and strides from a shape-only forward of the meta encoder (no compute).
+
+    A `ModelLoadError` is returned, not raised, so that key errors of the load still come first;
+    None when some op has no meta kernel (the caller then measures the loaded encoder)."""
+    try:
+        return measure_stages(encoder, in_channels, spatial)
+    except ModelLoadError as exc:
+        return exc
+    except (NotImplementedError, RuntimeError):
+        return None
+
+
+def _check_materialised(module: nn.Module, arch_name: str) -> None:
+    """Every parameter and buffer must have come from the checkpoint (none left on `meta`)."""
+    left = [n for n, t in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)] if t.is_meta]
+    if left:
+        raise ModelLoadError(
+            "unsupported_architecture",
+            f"{len(left)} tensors of {arch_name} are not in its state dict and were never loaded (first: {left[:3]})",
+        )
 
 
 def _cumulative_strides(encoder: nn.Module) -> list[tuple[int, int, int]]:
