@@ -49,7 +49,10 @@ def test_score_model_end_to_end_is_deterministic_and_json_ready(nnssl_full):
     assert {"logme", "gbc", "hscore", "ccfv"} <= set(a.baselines)
     assert a.diagnostics["n_points"] == 240 and a.diagnostics["n_anchors"] == 40
     assert sum(a.diagnostics["patches_used"].values()) > 0
-    assert set(a.timings) >= {"load", "extract", "grtd", "lbtc", "baselines"}
+    serial = ["load", "wait_sampling", "extract", "grtd", "lbtc", "baselines", "finish"]
+    assert set(a.timings) == set(serial) | {"imports", "sample_plan", "anchors", "extract_queries", "total"}
+    assert all(v >= 0.0 for v in a.timings.values()) and a.timings["extract_queries"] <= a.timings["extract"]
+    assert sum(a.timings[k] for k in serial) <= a.timings["total"]  # the serial phases are disjoint parts of total
     assert a.load_report["sha256"] and a.config_hash == CONFIG.hash()
     fr = [f for _, f in seen]
     assert fr == sorted(fr) and fr[-1] == 1.0 and {s for s, _ in seen} == {"load", "extract", "grtd", "lbtc", "baselines"}
