@@ -20,7 +20,7 @@ timeout 110 python3 bench/mst.py --gpu-only > "$OUT/mst_gpu.json" 2> "$OUT/mst_g
 timeout 90 python3 -m pytest -q -p no:cacheprovider tests/transferability/test_mst.py tests/transferability/test_grtd.py \
   > "$OUT/pytest_gpu.txt" 2>&1; echo "pytest rc=$?"; tail -n 3 "$OUT/pytest_gpu.txt"
 # 3. extraction + scoring with ResEnc-L on 10 cases of 160^3 (and 1 case), bf16 autocast
-timeout 200 python3 bench/extract.py --gpu-only --gpu-small-cases 4 --resencl-cases 1 10 --resencl-shape 160 160 160 \
+timeout 200 python3 bench/extract.py --gpu-only --gpu-small-cases --resencl-cases 10 --resencl-shape 160 160 160 --warm \
   > "$OUT/extract_gpu.json" 2> "$OUT/extract_gpu.err"; echo "extract rc=$?"
 python3 - "$OUT" <<'PY'
 import json, sys, pathlib

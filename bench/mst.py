@@ -144,8 +144,8 @@ def _gpu_mst_run(n: int, device: str = "cuda") -> dict[str, Any]:
         _canonical,
         boruvka_edges_from_sq,
         boruvka_edges_from_sq_dense,
-        edge_lengths,
         mst_weight,
+        torch_edge_lengths,
         torch_squared_distances,
         torch_squared_distances_strips,
     )
@@ -188,7 +188,7 @@ def _gpu_mst_run(n: int, device: str = "cuda") -> dict[str, Any]:
     edges_new = boruvka_edges_from_sq(sq, stats=stats)
     boruvka_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    w_break = math.fsum(_canonical(edges_new, edge_lengths(pts, edges_new))[1].tolist())
+    w_break = math.fsum(_canonical(edges_new, torch_edge_lengths(pts, edges_new, dev))[1].tolist())
     lengths_s = time.perf_counter() - t0
     edges_dense = boruvka_edges_from_sq_dense(sq)
     same_edges = sorted(map(tuple, np.sort(edges_new, axis=1).tolist())) == sorted(

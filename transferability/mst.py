@@ -263,6 +263,7 @@ def mst_edges(
         del sq
     else:
         edges = boruvka_edges_torch(x, dev, precision)
+        return _canonical(edges, torch_edge_lengths(x, edges, dev))
     return _canonical(edges, edge_lengths(x, edges))
 
 
@@ -278,6 +279,28 @@ def _sync(dev: Any) -> None:
 
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
+
+
+def _torch_scaled_centred(points: Any, dev: Any) -> tuple[Any, float]:
+    """`_scaled_centred` on the device: one upload of the float64 points, centring and the exact
+    power-of-two scaling there (host numpy passes over N x D cost more than the whole GPU MST)."""
+    import torch
+
+    x = torch.as_tensor(points, dtype=torch.float64).to(dev)
+    x = x - x.mean(dim=0)
+    peak = float(x.abs().max()) if x.numel() else 0.0
+    scale = 1.0 if peak == 0.0 else math.ldexp(1.0, math.frexp(peak)[1])
+    return x.div_(scale), scale
+
+
+def torch_edge_lengths(points: Any, edges: NDArray[np.int64], dev: Any) -> NDArray[np.float64]:
+    """`edge_lengths` on the device: float64 differences of the original points, gathered there."""
+    import torch
+
+    x = torch.as_tensor(points, dtype=torch.float64).to(dev)
+    e = torch.from_numpy(np.ascontiguousarray(edges)).to(dev)
+    diff = x[e[:, 0]] - x[e[:, 1]]
+    return diff.square_().sum(dim=1).sqrt_().cpu().numpy()
 
 
 def torch_squared_distances(
@@ -297,10 +320,9 @@ def torch_squared_distances(
     dtype = _dtype(precision)
     tdtype = torch.float32 if dtype == np.float32 else torch.float64
     t0 = time.perf_counter()
-    work, scale = _scaled_centred(points, np.dtype(np.float64))
-    n = work.shape[0]
-    dev = torch.device(device)
-    x = torch.from_numpy(work).to(dev)
+    x, scale = _torch_scaled_centred(points, torch.device(device))
+    n = x.shape[0]
+    dev = x.device
     norms = (x * x).sum(dim=1)
     sq = torch.empty((n, n), dtype=tdtype, device=dev)
     if stats is not None:

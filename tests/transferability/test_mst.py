@@ -408,3 +408,16 @@ def test_bad_torch_variant() -> None:
     pytest.importorskip("torch")
     with pytest.raises(ValueError, match="variant"):
         mst.boruvka_edges_torch(random_points(10, 2), "cpu", variant="sparse")  # type: ignore[arg-type]
+
+
+def test_device_prep_and_edge_lengths_match_the_host_versions():
+    """The torch path centres/scales and re-measures edges on the device; same numbers as on the host."""
+    import torch
+
+    x = mst.as_points(random_points(300, 17) * 1000.0 + 5.0)
+    work_host, scale_host = mst._scaled_centred(x, np.dtype(np.float64))
+    work_dev, scale_dev = mst._torch_scaled_centred(x, torch.device("cpu"))
+    assert scale_dev == scale_host
+    np.testing.assert_allclose(work_dev.numpy(), work_host, rtol=0, atol=1e-15)
+    edges, _ = mst.mst_edges(x)
+    np.testing.assert_allclose(mst.torch_edge_lengths(x, edges, "cpu"), mst.edge_lengths(x, edges), rtol=1e-14, atol=0)
