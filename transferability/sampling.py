@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import ndimage
 
 
 @dataclass(frozen=True)
@@ -123,12 +122,36 @@ def sample_points(label_maps: Sequence[ArrayLike], n_samples: int = 4096, seed: 
     )
 
 
+def _compact(lab: NDArray[np.integer]) -> NDArray[np.integer]:
+    """The same labels in the narrowest unsigned dtype that holds them (fewer bytes per pass)."""
+    top = int(lab.max()) if lab.size else 0
+    for dt in (np.uint8, np.uint16, np.uint32):
+        if top <= np.iinfo(dt).max:
+            return lab.astype(dt, copy=False)
+    return lab
+
+
+def _box3(a: NDArray[np.integer], op: np.ufunc) -> NDArray[np.integer]:
+    """Separable 3x3x3 max/min filter with edge replication (= ndimage's size=3, mode='nearest')."""
+    out = a.copy()
+    for axis in range(a.ndim):
+        src = out.copy()
+        lo = [slice(None)] * a.ndim
+        hi = [slice(None)] * a.ndim
+        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+        op(out[tuple(hi)], src[tuple(lo)], out=out[tuple(hi)])
+        op(out[tuple(lo)], src[tuple(hi)], out=out[tuple(lo)])
+    return out
+
+
 def boundary_mask(label_map: ArrayLike) -> NDArray[np.bool_]:
-    """Voxels whose 3x3x3 neighbourhood (clipped at the volume edge) holds more than one label."""
-    lab = np.asarray(label_map)
-    hi = ndimage.maximum_filter(lab, size=3, mode="nearest")
-    lo = ndimage.minimum_filter(lab, size=3, mode="nearest")
-    return hi != lo
+    """Voxels whose 3x3x3 neighbourhood (clipped at the volume edge) holds more than one label.
+
+    The morphological gradient max != min, computed with shifted numpy passes on the narrowest
+    dtype (tens of times faster than ndimage's filters on int64 labels, same result).
+    """
+    lab = _compact(np.asarray(label_map))
+    return _box3(lab, np.maximum) != _box3(lab, np.minimum)
 
 
 def boundary_anchors(label_maps: Sequence[ArrayLike], n_anchors: int = 512, seed: int = 0) -> AnchorSet:

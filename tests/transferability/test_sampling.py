@@ -217,3 +217,20 @@ def test_nearest_labels_round_half_up_and_clip() -> None:
     lab = np.arange(27).reshape(3, 3, 3)
     pts = np.array([[0.49, 0.0, 0.0], [0.5, 0.0, 0.0], [2.6, 2.0, 2.0], [-0.7, 1.0, 1.0]])
     np.testing.assert_array_equal(nearest_labels(lab, pts), [0, 9, 26, 4])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shape=st.tuples(st.integers(1, 7), st.integers(1, 7), st.integers(1, 7)),
+    n_labels=st.sampled_from([2, 3, 300, 70000]),
+    seed=st.integers(0, 10_000),
+)
+def test_boundary_mask_equals_the_morphological_gradient(shape, n_labels, seed):
+    """The fast shifted-pass filter is exactly ndimage's max != min with size 3, mode 'nearest'."""
+    from scipy import ndimage
+
+    from transferability.sampling import boundary_mask
+
+    lab = np.random.default_rng(seed).integers(0, n_labels, size=shape)
+    want = ndimage.maximum_filter(lab, size=3, mode="nearest") != ndimage.minimum_filter(lab, size=3, mode="nearest")
+    np.testing.assert_array_equal(boundary_mask(lab), want)
