@@ -21,7 +21,9 @@ import io
 import json
 import math
 import os
+import re
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -158,6 +160,40 @@ async def load(port: int, key: str, target: str, clients: int, duration: float, 
     }
 
 
+def _wrk_ms(text: str) -> float:
+    """wrk's duration text ('812.00us', '12.34ms', '1.02s') in milliseconds."""
+    for unit, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3), ("m", 6e4)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    raise ValueError(f"unexpected wrk duration {text!r}")
+
+
+def load_wrk(port: int, key: str, target: str, clients: int, duration: float, warmup: float) -> dict[str, Any]:
+    """The same closed-loop load from wrk (C, one thread): the client's own CPU cost, which competes
+    with the server for the same 2 cores, is a fraction of a Python client's."""
+    url = f"http://127.0.0.1:{port}{target}"
+    base = ["wrk", "-t1", f"-c{clients}", "-H", f"X-API-Key: {key}", "--latency", url]
+    subprocess.run([*base[:-2], f"-d{max(1, round(warmup))}s", url], check=True, capture_output=True)
+    out = subprocess.run([*base[:-2], f"-d{max(1, round(duration))}s", "--latency", url], check=True, capture_output=True, text=True).stdout
+    pct = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, flags=re.M))
+    total = int(re.search(r"^\s+(\d+) requests in", out, flags=re.M).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, errs.groups())) if errs else 0)
+    lat = re.search(r"^\s+Latency\s+(\S+)\s+(\S+)\s+(\S+)", out, flags=re.M)
+    return {
+        "client": "wrk",
+        "requests": total,
+        "errors": errors,
+        "throughput_rps": total / duration,
+        "p50_ms": _wrk_ms(pct["50"]),
+        "p90_ms": _wrk_ms(pct["90"]),
+        "p99_ms": _wrk_ms(pct["99"]),
+        "max_ms": _wrk_ms(lat.group(3)) if lat else math.nan,
+        "mean_ms": _wrk_ms(lat.group(1)) if lat else math.nan,
+    }
+
+
 def write_big_archive(path: Path, target_bytes: int, shape=(160, 160, 160)) -> dict[str, Any]:
     """nnU-Net zip of uncompressed .nii cases (random float32 images, blob labels), stored (no zip compression)."""
     import nibabel as nib
@@ -225,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-upload", action="store_true")
     p.add_argument("--loop", default="auto", help="uvicorn event loop (auto picks uvloop when installed)")
     p.add_argument("--http", default="auto", help="uvicorn HTTP parser (auto picks httptools when installed)")
+    p.add_argument("--client", choices=("auto", "wrk", "asyncio"), default="asyncio",
+                   help="load generator: the built-in asyncio client, or wrk (apt-get install wrk) as a cross-check; "
+                        "auto = wrk when on PATH")
     p.add_argument("--pg", default=os.environ.get("TOPORANK_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"))
     p.add_argument("--redis", default=os.environ.get("TOPORANK_TEST_REDIS", "redis://127.0.0.1:6379/15"))
     args = p.parse_args(argv)
@@ -266,8 +305,15 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.2)
         first = httpx.get(url + "/v1/rank", params={"ranking_id": rid}, headers={"X-API-Key": key}).json()
         assert len(first["models"]) == args.models, first
-        rank = asyncio.run(load(port, key, f"/v1/rank?ranking_id={rid}", args.clients, args.duration, args.warmup))
-        health = asyncio.run(load(port, key, "/healthz", args.clients, args.duration, args.warmup))
+        client = args.client if args.client != "auto" else ("wrk" if shutil.which("wrk") else "asyncio")
+
+        def run_load(target: str) -> dict[str, Any]:
+            if client == "wrk":
+                return load_wrk(port, key, target, args.clients, args.duration, args.warmup)
+            return {"client": "asyncio", **asyncio.run(load(port, key, target, args.clients, args.duration, args.warmup))}
+
+        rank = run_load(f"/v1/rank?ranking_id={rid}")
+        health = run_load("/healthz")
         out["rank"] = {"models": args.models, "clients": args.clients, "duration_s": args.duration,
                        "api_workers": args.api_workers, "database": "postgresql",
                        "uvicorn_loop": args.loop, "uvicorn_http": args.http, "uvloop_installed": _has("uvloop"),
@@ -287,7 +333,6 @@ def main(argv: list[str] | None = None) -> int:
             api.wait(timeout=30)
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
-        import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(out, indent=2))
