@@ -16,6 +16,7 @@ SCORING_CODE_VERSION = "1"
 """Bump when a change alters any score for the same inputs; it is part of the config hash."""
 
 DecoderInit = Literal["kaiming", "xavier", "gaussian"]
+GRTDVariant = Literal["contracted", "penalised"]  # metrics.md §3 / §3a (transferability.grtd.VARIANTS)
 
 
 @dataclass(frozen=True)
@@ -27,11 +28,13 @@ class ScoringConfig:
     grtd_stages: tuple[str, ...] | None = None  # default: the two finest decoder stages
     lam: float = 1.0
     quantile: float = 0.9
+    grtd_variant: GRTDVariant = "contracted"  # metrics.md §3 ("contracted") or §3a ("penalised")
     lbtc_stages: tuple[str, ...] | None = None  # default: the two deepest encoder stages
     k: int = 5
     n_anchors: int = 512
     decoder_init: DecoderInit = "kaiming"
     decoder_seed: int = 0
+    n_decoders: int = 1  # GRTD is averaged over this many fresh decoders
     baselines: bool = True
     baseline_stage: str | None = None  # default: the finest GRTD stage
     sw_overlap: float = 0.5
@@ -48,8 +51,12 @@ class ScoringConfig:
             raise ValueError("k must be a positive odd integer")
         if self.n_anchors < 1:
             raise ValueError("n_anchors must be >= 1")
+        if self.grtd_variant not in ("contracted", "penalised"):
+            raise ValueError("grtd_variant must be one of contracted, penalised")
         if self.decoder_init not in ("kaiming", "xavier", "gaussian"):
             raise ValueError("decoder_init must be one of kaiming, xavier, gaussian")
+        if isinstance(self.n_decoders, bool) or not isinstance(self.n_decoders, int) or self.n_decoders < 1:
+            raise ValueError("n_decoders must be an integer >= 1")
         if not 0.0 <= self.sw_overlap < 1.0:
             raise ValueError("sw_overlap must be in [0, 1)")
 

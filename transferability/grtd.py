@@ -1,9 +1,18 @@
-"""GRTD, the global representation topology divergence of metrics.md §3.
+"""GRTD, the global representation topology divergence of metrics.md §3 and §3a.
 
-Per stage: distances over the N sampled points normalised by their 0.9-quantile (d̂ = d / q);
-GRTD_t = -(W(MST(G_X)) - W(MST(G_Y))) / (N - 1), with G_X weighted by d̂ and G_Y = min(G_X, label
-metric) (0 within a class, min(d̂, λ) across). Higher (closer to 0) is better: the features' global
-topology then adds little beyond the label partition.
+Per stage: distances over the N sampled points normalised by their 0.9-quantile (d̂ = d / q), and
+G_X weighted by d̂. Two variants, both higher (closer to 0) is better:
+
+- "contracted" (§3): GRTD_t = -(W(MST(G_X)) - W(MST(G_Y))) / (N - 1), G_Y = min(G_X, label metric)
+  (0 within a class, min(d̂, λ) across). W(MST(G_Y)) is only the K class bridges, so this variant
+  barely depends on which point has which label (§3a).
+- "penalised" (§3a): GRTD⁺_t = -(W(MST(G_Y⁺)) - W(MST(G_X))) / (N - 1), G_Y⁺ = d̂ within a class and
+  max(d̂, λ) across: crossing a class boundary costs at least λ. The value is 0 exactly when some
+  MST of G_X crosses classes only on edges with d̂ >= λ, and never below -Σ max(0, λ - d̂_e) / (N - 1)
+  over the inter-class edges e of the native tree (that tree, re-weighted, spans G_Y⁺).
+
+Both come from one distance buffer per stage; the penalised tree reuses it with its inter-class
+blocks raised in place.
 """
 
 from __future__ import annotations
@@ -31,10 +40,18 @@ _ROWS = 256  # rows per chunk when scanning the distance buffer
 _BUCKET_BITS = 20  # histogram resolution of the order-statistic search
 _TORCH_SCAN = 1 << 24  # matrix entries per chunk in the torch order-statistic scans
 
+VARIANTS = ("contracted", "penalised")
+"""GRTD variants: "contracted" (metrics.md §3, the default) and "penalised" (§3a)."""
+
 
 @dataclass(frozen=True)
 class GRTDStage:
-    """One stage's GRTD and the quantities behind it (weights are in units of d̂ = d / q)."""
+    """One stage's GRTD and the quantities behind it (weights are in units of d̂ = d / q).
+
+    `value` is the chosen `variant`; `values` holds every variant computed for the stage. `w_y` is
+    W(MST(G_Y)) of §3 (always measured: it is K class bridges); `w_y_plus` is W(MST(G_Y⁺)) of §3a,
+    None when the penalised variant was not asked for.
+    """
 
     value: float
     q: float
@@ -42,11 +59,17 @@ class GRTDStage:
     w_y: float
     n_points: int
     n_classes: int
+    variant: str = "contracted"
+    values: dict[str, float] = field(default_factory=dict)
+    w_y_plus: float | None = None
 
 
 @dataclass(frozen=True)
 class GRTDResult:
-    """GRTD over stages: `.value` is the mean of `.per_stage` (metrics.md §3.4)."""
+    """GRTD over stages: `.value` is the mean of `.per_stage` (metrics.md §3.4), both of `variant`.
+
+    `variants` maps every variant computed (the chosen one and the extras) to its stage mean.
+    """
 
     value: float
     per_stage: dict[str, float]
@@ -55,11 +78,15 @@ class GRTDResult:
     quantile: float = 0.9
     precision: str = "float32"
     device: str = "cpu"
+    variant: str = "contracted"
+    variants: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly view (plain floats, ints and strings)."""
+        """JSON-friendly view (plain floats, ints, strings and None)."""
         return {
             "value": self.value,
+            "variant": self.variant,
+            "variants": dict(self.variants),
             "per_stage": dict(self.per_stage),
             "details": {k: asdict(v) for k, v in self.details.items()},
             "lam": self.lam,
@@ -245,16 +272,28 @@ def _torch_stage(
     precision: Precision,
     quantile: float,
     device: Any,
-) -> tuple[float, float, NDArray[np.int64]]:
-    """(q, W(MST(G_X)) in units of d, class-bridge pairs) with the distance matrix on a torch device."""
+    lam: float | None = None,
+) -> tuple[float, float, NDArray[np.int64], NDArray[np.int64] | None]:
+    """(q, W(MST(G_X)) in units of d, class-bridge pairs, G_Y⁺ tree edges) on a torch device.
+
+    With `lam` (the penalised variant asked for), the buffer's inter-class blocks are then raised
+    in place to (λ q / scale)² and Boruvka runs again on it; otherwise the last item is None.
+    """
     sq, scale = torch_squared_distances(x, device, precision)
     q = _torch_distance_quantile(sq, scale, quantile)
     if not q > 0.0:
         raise ValueError("the distance quantile is 0: the features do not vary across the sampled points")
     bridges = _torch_class_bridges(sq, starts, ends)
     edges = boruvka_edges_from_sq(sq)
+    plus_edges = None
+    if lam is not None:
+        floor = (lam * q / scale) ** 2
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            sq[s:e, :s].clamp_(min=floor)  # views: in place, no (N, N) temporary
+            sq[s:e, e:].clamp_(min=floor)
+        plus_edges = boruvka_edges_from_sq(sq)
     del sq
-    return q, math.fsum(edge_lengths(x, edges).tolist()), bridges
+    return q, math.fsum(edge_lengths(x, edges).tolist()), bridges, plus_edges
 
 
 def _stage_device(device: Any, backend: str | None) -> Any:
@@ -286,6 +325,36 @@ def _check_params(lam: float, quantile: float) -> None:
         raise ValueError(f"quantile must lie in (0, 1], got {quantile}")
 
 
+def _check_variants(variant: str, extra_variants: str | Sequence[str]) -> tuple[str, ...]:
+    """The variants to compute: `variant` first, then the extras, without repeats (ValueError if unknown)."""
+    extras = (extra_variants,) if isinstance(extra_variants, str) else tuple(extra_variants)
+    for v in (variant, *extras):
+        if v not in VARIANTS:
+            raise ValueError(f"GRTD variant must be one of {', '.join(VARIANTS)}; got {v!r}")
+    return tuple(dict.fromkeys((variant, *extras)))
+
+
+def _raise_cross_blocks(sq: NDArray[Any], starts: NDArray[np.int64], ends: NDArray[np.int64], floor: float) -> None:
+    """Raise every entry of `sq` that joins two classes (contiguous blocks) to at least `floor`, in place."""
+    f = sq.dtype.type(floor)
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        for blk in (sq[s:e, :s], sq[s:e, e:]):  # views: np.maximum writes in place, no temporary
+            np.maximum(blk, f, out=blk)
+
+
+def _penalised_weight(
+    x: NDArray[np.float64], y: NDArray[np.int64], edges: NDArray[np.int64], q: float, lam: float
+) -> float:
+    """W(T) under G_Y⁺ in units of d̂: float64 edge lengths, max(d, λ q) on inter-class edges.
+
+    Summed in units of d and divided by q once, as W(MST(G_X)) is, so that the same tree with no
+    short crossing gives bit-identical weights (GRTD⁺ exactly 0).
+    """
+    d = edge_lengths(x, edges)
+    cross = y[edges[:, 0]] != y[edges[:, 1]]
+    return math.fsum(np.where(cross, np.maximum(d, lam * q), d).tolist()) / q
+
+
 def grtd_stage_details(
     features: ArrayLike,
     labels: ArrayLike,
@@ -294,14 +363,34 @@ def grtd_stage_details(
     precision: Precision = "float32",
     device: Any = None,
     backend: str | None = None,
+    variant: str = "contracted",
+    extra_variants: str | Sequence[str] = (),
 ) -> GRTDStage:
     """GRTD of one stage's (N, D) sampled features with their N labels, with its ingredients.
 
-    `device`: None / 'cpu' (numpy dense Prim), 'auto' (CUDA when present) or 'cuda' (distance
-    matrix, quantile, class bridges and Boruvka in torch on the GPU); `backend='torch'` runs the
-    torch path on the CPU (tests). Both paths re-measure the chosen edges exactly in float64.
+    Parameters
+    ----------
+    features, labels
+        (N, D) features and N integer labels (at least 2 classes).
+    lam, quantile
+        λ and the normalising distance quantile (metrics.md §3).
+    precision
+        Dtype of the distance buffer the trees are searched on; edges are re-measured in float64.
+    device, backend
+        None / 'cpu': numpy dense Prim; 'auto': CUDA when present; 'cuda': distance matrix,
+        quantile, class bridges and Boruvka in torch on the GPU. `backend='torch'` runs the torch
+        path on the CPU (tests), `backend='numpy'` forces numpy.
+    variant, extra_variants
+        "contracted" (§3) or "penalised" (§3a): `value` is `variant`, `values` holds it and every
+        extra. The penalised tree costs one more N-node MST on the same buffer.
+
+    Returns
+    -------
+    GRTDStage
     """
     _check_params(lam, quantile)
+    wanted = _check_variants(variant, extra_variants)
+    penalised = "penalised" in wanted
     dev = _stage_device(device, backend)
     x = as_points(features, name="features")
     y = as_labels(labels, x.shape[0], min_classes=2)
@@ -325,9 +414,15 @@ def grtd_stage_details(
             ],
             dtype=np.int64,
         )
+        plus_edges = None
+        if penalised:  # d̂ >= λ  <=>  buffer >= (λ q / scale)²: G_Y⁺'s order on the same buffer
+            _raise_cross_blocks(sq, starts, ends, (lam * q / scale) ** 2)
+            plus_edges = prim_edges(sq)
         del sq
     else:
-        q, w_x_d, bridges = _torch_stage(x, starts, ends, precision, quantile, dev)
+        q, w_x_d, bridges, plus_edges = _torch_stage(
+            x, starts, ends, precision, quantile, dev, lam=lam if penalised else None
+        )
         w_x = w_x_d / q
     d_bridge = edge_lengths(x, bridges.reshape(-1, 2))
     contracted = np.zeros((k, k), dtype=np.float64)
@@ -338,7 +433,25 @@ def grtd_stage_details(
             n_pair += 1
     w_y = _dense_prim_weight(contracted)
     n = x.shape[0]
-    return GRTDStage(value=-(w_x - w_y) / (n - 1), q=q, w_x=w_x, w_y=w_y, n_points=n, n_classes=k)
+    all_values = {"contracted": -(w_x - w_y) / (n - 1)}
+    w_y_plus = None
+    if plus_edges is not None:
+        w_y_plus = _penalised_weight(x, y, plus_edges, q, lam)
+        # G_Y⁺ >= G_X entrywise, so W(MST(G_Y⁺)) >= W(MST(G_X)); a negative difference can only be
+        # the rounding of the two tree searches (float32 buffer: ~1e-6 relative) and is clipped.
+        all_values["penalised"] = -max(w_y_plus - w_x, 0.0) / (n - 1)
+    values = {v: all_values[v] for v in wanted}
+    return GRTDStage(
+        value=values[variant],
+        q=q,
+        w_x=w_x,
+        w_y=w_y,
+        n_points=n,
+        n_classes=k,
+        variant=variant,
+        values=values,
+        w_y_plus=w_y_plus,
+    )
 
 
 def grtd_stage(
@@ -349,10 +462,22 @@ def grtd_stage(
     precision: Precision = "float32",
     device: Any = None,
     backend: str | None = None,
+    variant: str = "contracted",
 ) -> float:
-    """GRTD_t = -(W(MST(G_X)) - W(MST(G_Y))) / (N - 1) on d̂ = d / q (metrics.md §3)."""
+    """GRTD_t of one stage in `variant` (see `grtd_stage_details`).
+
+    "contracted": -(W(MST(G_X)) - W(MST(G_Y))) / (N - 1) (metrics.md §3); "penalised":
+    -(W(MST(G_Y⁺)) - W(MST(G_X))) / (N - 1) (§3a). Both on d̂ = d / q.
+    """
     return grtd_stage_details(
-        features, labels, lam=lam, quantile=quantile, precision=precision, device=device, backend=backend
+        features,
+        labels,
+        lam=lam,
+        quantile=quantile,
+        precision=precision,
+        device=device,
+        backend=backend,
+        variant=variant,
     ).value
 
 
@@ -365,11 +490,16 @@ def grtd(
     precision: Precision = "float32",
     device: Any = None,
     backend: str | None = None,
+    variant: str = "contracted",
+    extra_variants: str | Sequence[str] = (),
 ) -> GRTDResult:
     """Mean GRTD over `stages` (default: every stage given) of features sampled at the same points.
 
     `device` / `backend` pick the MST path as in `grtd_stage_details` (None: numpy on the CPU).
+    `.value` and `.per_stage` are `variant`; `.variants` has the stage mean of it and of every
+    one of `extra_variants`, all from one distance buffer per stage.
     """
+    wanted = _check_variants(variant, extra_variants)
     if not isinstance(stage_features, Mapping) or len(stage_features) == 0:
         raise ValueError("stage_features must be a non-empty mapping of stage name -> (N, D) features")
     names = list(stage_features) if stages is None else list(stages)
@@ -381,17 +511,28 @@ def grtd(
     dev = _stage_device(device, backend)
     details = {
         s: grtd_stage_details(
-            stage_features[s], labels, lam=lam, quantile=quantile, precision=precision, device=device, backend=backend
+            stage_features[s],
+            labels,
+            lam=lam,
+            quantile=quantile,
+            precision=precision,
+            device=device,
+            backend=backend,
+            variant=variant,
+            extra_variants=wanted[1:],
         )
         for s in names
     }
     per_stage = {s: d.value for s, d in details.items()}
+    means = {v: math.fsum(d.values[v] for d in details.values()) / len(details) for v in wanted}
     return GRTDResult(
-        value=math.fsum(per_stage.values()) / len(per_stage),
+        value=means[variant],
         per_stage=per_stage,
         details=details,
         lam=float(lam),
         quantile=float(quantile),
         precision=precision,
         device="cpu" if dev is None else f"torch:{dev}",
+        variant=variant,
+        variants=means,
     )

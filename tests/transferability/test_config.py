@@ -9,6 +9,16 @@ def test_defaults_follow_the_spec():
     cfg = ScoringConfig()
     assert (cfg.seed, cfg.n_samples, cfg.lam, cfg.quantile, cfg.k, cfg.n_anchors) == (0, 4096, 1.0, 0.9, 5, 512)
     assert cfg.decoder_init == "kaiming" and cfg.decoder_seed == 0
+    assert cfg.grtd_variant == "contracted" and cfg.n_decoders == 1
+
+
+def test_grtd_variants_match_the_scoring_code():
+    from typing import get_args
+
+    from transferability.config import GRTDVariant
+    from transferability.grtd import VARIANTS
+
+    assert get_args(GRTDVariant) == VARIANTS
 
 
 def test_hash_is_stable_and_sensitive():
@@ -17,10 +27,20 @@ def test_hash_is_stable_and_sensitive():
     assert a.hash() == b.hash()
     assert a.hash() != ScoringConfig.from_dict({"grtd_stages": ["dec3", "dec4"], "seed": 1}).hash()
     assert ScoringConfig().hash() == ScoringConfig.from_dict({}).hash()
+    assert ScoringConfig().hash() != ScoringConfig(grtd_variant="penalised").hash()
+    assert ScoringConfig().hash() != ScoringConfig(n_decoders=3).hash()
 
 
 def test_round_trip():
-    cfg = ScoringConfig.from_dict({"n_samples": 256, "lbtc_stages": ["enc4"], "decoder_init": "xavier"})
+    cfg = ScoringConfig.from_dict(
+        {
+            "n_samples": 256,
+            "lbtc_stages": ["enc4"],
+            "decoder_init": "xavier",
+            "grtd_variant": "penalised",
+            "n_decoders": 4,
+        }
+    )
     assert ScoringConfig.from_dict(cfg.to_dict()) == cfg
 
 
@@ -33,6 +53,10 @@ def test_round_trip():
         ({"decoder_init": "orthogonal"}, "decoder_init"),
         ({"n_samples": 1}, "n_samples"),
         ({"lam": 0}, "lam"),
+        ({"grtd_variant": "penalized"}, "grtd_variant"),
+        ({"n_decoders": 0}, "n_decoders"),
+        ({"n_decoders": 1.5}, "n_decoders"),
+        ({"n_decoders": True}, "n_decoders"),
     ],
 )
 def test_bad_config_is_a_clear_error(bad, match):

@@ -25,7 +25,7 @@ from transferability.grtd import (
     grtd_stage_details,
     upper_order_statistics,
 )
-from transferability.mst import squared_distance_buffer, torch_squared_distances
+from transferability.mst import mst_edges, squared_distance_buffer, torch_squared_distances
 
 
 def dense_mst_weight(w: np.ndarray) -> float:
@@ -373,3 +373,218 @@ def test_cuda_path_matches_numpy_path(data: str) -> None:
     got = grtd_stage_details(x, y, device="cuda")
     for name in ("value", "q", "w_x", "w_y"):
         assert getattr(got, name) == pytest.approx(getattr(ref, name), rel=1e-5, abs=1e-12), name
+
+
+# ---- the penalised variant (metrics.md §3a) ----
+
+
+def prim_weight(w: np.ndarray) -> float:
+    """O(N²) Prim over a dense symmetric weight matrix (0 is a real edge)."""
+    n = w.shape[0]
+    in_tree = np.zeros(n, dtype=bool)
+    in_tree[0] = True
+    key = w[0].copy()
+    chosen = []
+    for _ in range(n - 1):
+        open_key = np.where(in_tree, np.inf, key)
+        u = int(open_key.argmin())
+        chosen.append(float(open_key[u]))
+        in_tree[u] = True
+        key = np.minimum(key, w[u])
+    return math.fsum(chosen)
+
+
+def reference_penalised(
+    x: np.ndarray, y: np.ndarray, lam: float = 1.0, quantile: float = 0.9
+) -> tuple[float, float, float]:
+    """GRTD⁺ from the definition: dense G_X and G_Y⁺ in float64. Returns (value, w_x, w_y_plus)."""
+    cond = pdist(np.asarray(x, dtype=np.float64))
+    dhat = squareform(cond) / np.quantile(cond, quantile)
+    gyp = np.where(y[:, None] == y[None, :], dhat, np.maximum(dhat, lam))
+    wx, wyp = prim_weight(dhat), prim_weight(gyp)
+    return -(wyp - wx) / (x.shape[0] - 1), wx, wyp
+
+
+def separated_clusters(k: int = 3, per: int = 40, d: int = 6, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """k tight clusters on a line, neighbours 10 apart: every d̂ across classes is >= ~1/(k-1)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(k), per)
+    centres = np.zeros((k, d))
+    centres[:, 0] = 10.0 * np.arange(k)
+    return centres[y] + 1e-2 * rng.standard_normal((k * per, d)), rng.permutation(k)[y]
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("lam", [1.0, 0.3])
+def test_penalised_matches_bruteforce_definition(seed: int, lam: float) -> None:
+    x, y = make_data(n=60 + 28 * seed, d=10, k=2 + seed % 3, spread=6.0, seed=seed)
+    ref, wx, wyp = reference_penalised(x, y, lam=lam)
+    det = grtd_stage_details(x, y, lam=lam, precision="float64", variant="penalised")
+    assert ref < 0.0  # some inter-class edge below λ: the clamp matters
+    assert det.value == pytest.approx(ref, rel=1e-9)
+    assert det.w_y_plus == pytest.approx(wyp, rel=1e-9)
+    assert det.w_x == pytest.approx(wx, rel=1e-9)
+    assert det.variant == "penalised" and set(det.values) == {"penalised"}
+    assert grtd_stage(x, y, lam=lam, variant="penalised") == pytest.approx(ref, rel=1e-5)  # float32 search
+
+
+@settings(max_examples=16, deadline=None)
+@given(
+    arrays(np.float64, st.tuples(st.integers(3, 30), st.integers(1, 3)), elements=st.integers(-4, 4).map(float)),
+    st.integers(0, 2**31 - 1),
+    st.sampled_from(["numpy", "torch"]),
+)
+def test_penalised_matches_reference_on_tie_heavy_inputs(x: np.ndarray, seed: int, backend: str) -> None:
+    if backend == "torch":
+        pytest.importorskip("torch")
+    y = np.random.default_rng(seed).integers(0, 3, x.shape[0])
+    if np.unique(y).size < 2 or np.quantile(pdist(x), 0.9) == 0:
+        return
+    ref, _, _ = reference_penalised(x, y)
+    got = grtd_stage(x, y, precision="float64", backend=backend, variant="penalised")
+    assert got == pytest.approx(ref, rel=1e-9, abs=1e-12)
+    assert grtd_stage(x, y, backend=backend, variant="penalised") == pytest.approx(ref, rel=1e-5, abs=1e-9)
+
+
+@pytest.mark.parametrize("data", sorted(TORCH_DATA))
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_penalised_is_never_positive_and_tree_not_lighter(data: str, precision: str) -> None:
+    for seed in range(2):
+        x, y = TORCH_DATA[data](seed)
+        det = grtd_stage_details(x, y, precision=precision, variant="penalised")
+        assert det.value <= 0.0
+        assert det.w_y_plus is not None and det.w_y_plus >= det.w_x * (1 - 1e-6)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_penalised_is_zero_when_the_native_tree_respects_the_classes(backend: str, precision: str, k: int) -> None:
+    if backend == "torch":
+        pytest.importorskip("torch")
+    x, y = separated_clusters(k=k, seed=k)
+    lam = 0.9 / (k - 1)  # q <= the largest distance ~ 10 (k - 1): every inter-class d̂ >= ~1/(k-1) > λ
+    det = grtd_stage_details(x, y, lam=lam, precision=precision, backend=backend, variant="penalised")
+    assert det.value == 0.0
+    assert det.w_y_plus == det.w_x
+    # One point moved next to another class: the native tree crosses there and G_Y⁺ makes it pay.
+    x2 = x.copy()
+    x2[0] = x[y != y[0]][0] + 1e-2
+    assert grtd_stage(x2, y, lam=lam, precision=precision, backend=backend, variant="penalised") < -1e-3
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_penalised_is_bounded_by_the_short_crossings_of_the_native_tree(seed: int) -> None:
+    # The native tree re-weighted by G_Y⁺ spans G_Y⁺: W(MST(G_Y⁺)) - W(MST(G_X)) <= its shortfall below λ.
+    x, y = make_data(150, 6, k=3, spread=2.0, seed=20 + seed)
+    det = grtd_stage_details(x, y, precision="float64", variant="penalised")
+    edges, lengths = mst_edges(x, precision="float64")
+    cross = y[edges[:, 0]] != y[edges[:, 1]]
+    shortfall = math.fsum(np.maximum(0.0, 1.0 - lengths[cross] / det.q).tolist())
+    assert shortfall > 0.0
+    assert -det.value * (x.shape[0] - 1) <= shortfall * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("data", sorted(TORCH_DATA))
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_penalised_torch_path_matches_numpy_path(data: str, precision: str) -> None:
+    pytest.importorskip("torch")
+    for seed in range(2):
+        x, y = TORCH_DATA[data](seed)
+        kwargs = {"precision": precision, "variant": "penalised", "extra_variants": ["contracted"]}
+        ref = grtd_stage_details(x, y, **kwargs)
+        got = grtd_stage_details(x, y, backend="torch", **kwargs)
+        assert got.value == pytest.approx(ref.value, rel=1e-6)
+        assert got.w_y_plus == pytest.approx(ref.w_y_plus, rel=1e-6)
+        assert got.values["contracted"] == pytest.approx(ref.values["contracted"], rel=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_both_variants_in_one_call_equal_separate_calls(backend: str) -> None:
+    if backend == "torch":
+        pytest.importorskip("torch")
+    x, y = make_data(260, 12, k=4, spread=1.2, seed=14)
+    both = grtd_stage_details(x, y, backend=backend, variant="contracted", extra_variants=("penalised",))
+    alone_c = grtd_stage_details(x, y, backend=backend)
+    alone_p = grtd_stage_details(x, y, backend=backend, variant="penalised")
+    assert both.values == {"contracted": alone_c.value, "penalised": alone_p.value}  # bit-identical
+    assert both.value == alone_c.value and both.w_y_plus == alone_p.w_y_plus
+    assert alone_c.w_y_plus is None and alone_c.values == {"contracted": alone_c.value}
+    x2 = x @ np.random.default_rng(3).standard_normal((12, 7))
+    res = grtd({"d3": x, "d4": x2}, y, backend=backend, variant="penalised", extra_variants=["contracted", "penalised"])
+    assert res.variant == "penalised" and list(res.variants) == ["penalised", "contracted"]
+    assert res.per_stage["d3"] == alone_p.value
+    assert res.value == res.variants["penalised"] == pytest.approx(
+        (alone_p.value + grtd_stage(x2, y, backend=backend, variant="penalised")) / 2, rel=1e-15
+    )
+    assert res.variants["contracted"] == pytest.approx(
+        (alone_c.value + grtd_stage(x2, y, backend=backend)) / 2, rel=1e-15
+    )
+    out = json.loads(json.dumps(res.to_dict()))
+    assert out["variant"] == "penalised" and out["variants"] == res.variants
+    assert out["details"]["d3"]["values"] == res.details["d3"].values
+    assert out["details"]["d3"]["w_y_plus"] == res.details["d3"].w_y_plus
+    default = grtd({"d3": x}, y, backend=backend)
+    assert default.variant == "contracted" and default.variants == {"contracted": default.value}
+
+
+def test_penalised_invariances() -> None:
+    x, y = make_data(220, 8, k=3, spread=1.5, seed=15)
+    base = grtd_stage(x, y, variant="penalised")
+    rot = special_ortho_group.rvs(8, random_state=1)
+    perm = np.array([1, 2, 0])
+    for name, (xv, yv) in {
+        "scale": (x * 1e-3, y),
+        "rotation": (x @ rot, y),
+        "translation": (x - 77.0, y),
+        "class_ids": (x, perm[y] + 5),
+        "point_order": (x[::-1], y[::-1]),
+    }.items():
+        assert grtd_stage(xv, yv, variant="penalised") == pytest.approx(base, rel=1e-5), name
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"variant": "rtd"}, {"variant": "penalized"}, {"extra_variants": ["contracted", "bad"]}]
+)
+def test_variant_validation(kwargs: dict) -> None:
+    x, y = make_data(30, 3)
+    with pytest.raises(ValueError, match="GRTD variant must be one of contracted, penalised"):
+        grtd({"s": x}, y, **kwargs)
+    with pytest.raises(ValueError, match="GRTD variant"):
+        grtd_stage_details(x, y, **kwargs)
+
+
+def test_label_permutation_control() -> None:
+    """§3a: shuffling the labels leaves the contracted GRTD (§3) almost unchanged; the penalised one drops.
+
+    N = 1500, D = 64, K = 3 Gaussian clusters that follow the labels. The contracted variant can
+    move by at most (K - 1) λ / (N - 1) (only its K - 1 class bridges see the labels).
+    """
+    n, d, k = 1500, 64, 3
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, k, n)
+    x = (rng.standard_normal((k, d)) * 1.5)[y] + rng.standard_normal((n, d))
+    true = grtd_stage_details(x, y, variant="penalised", extra_variants=["contracted"]).values
+    moves_c, moves_p = [], []
+    for s in range(3):
+        shuffled = np.random.default_rng(100 + s).permutation(y)
+        other = grtd_stage_details(x, shuffled, variant="penalised", extra_variants=["contracted"]).values
+        moves_c.append(abs(true["contracted"] - other["contracted"]))
+        moves_p.append(true["penalised"] - other["penalised"])
+    # measured: contracted -0.4248, moves <= 3.6e-4; penalised -5.1e-4 (true) vs ~ -1.6e-2 (shuffled)
+    assert max(moves_c) <= (k - 1) * 1.0 / (n - 1)
+    assert max(moves_c) < 1e-3
+    assert true["penalised"] > -2e-3
+    assert min(moves_p) > 5e-3
+    assert min(moves_p) > 10 * max(moves_c)
+
+
+@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA device (runs on the GPU machine)")
+@pytest.mark.parametrize("data", sorted(TORCH_DATA))
+def test_cuda_penalised_matches_numpy_path(data: str) -> None:
+    x, y = TORCH_DATA[data](0)
+    ref = grtd_stage_details(x, y, variant="penalised", extra_variants=["contracted"])
+    got = grtd_stage_details(x, y, device="cuda", variant="penalised", extra_variants=["contracted"])
+    assert got.value == pytest.approx(ref.value, rel=1e-6)
+    assert got.w_y_plus == pytest.approx(ref.w_y_plus, rel=1e-6)
+    assert got.values["contracted"] == pytest.approx(ref.values["contracted"], rel=1e-5)
