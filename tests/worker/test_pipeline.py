@@ -103,3 +103,38 @@ def test_bad_configs_are_clear_errors(nnssl_full):
     flat = [CaseVolume(np.zeros((1, 8, 8, 8), np.float32), np.ones((8, 8, 8), np.int64), (1, 1, 1))]
     with pytest.raises(ValueError, match="boundary"):
         pipeline.score_model(_spec(), path, flat, CONFIG, device="cpu")
+
+
+def test_both_grtd_variants_are_reported_and_the_config_picks_the_score(nnssl_full):
+    path, _ = nnssl_full
+    a = pipeline.score_model(_spec(), path, _cases(), CONFIG, device="cpu")
+    b = pipeline.score_model(_spec(), path, _cases(), ScoringConfig(n_samples=240, n_anchors=40, k=3, grtd_variant="penalised"), device="cpu")
+    va, vb = a.details["grtd"]["variants"], b.details["grtd"]["variants"]
+    assert va.keys() == vb.keys() == {"contracted", "penalised"}
+    assert va == vb  # the same features: only which variant is `grtd` changes
+    assert a.grtd == va["contracted"] and b.grtd == vb["penalised"] and a.grtd != b.grtd
+    assert b.grtd <= 0.0 and b.lbtc == a.lbtc and b.baselines == a.baselines
+    assert a.config_hash != b.config_hash
+
+
+def test_n_decoders_averages_grtd_over_fresh_decoders_and_keep_features_hands_them_out(nnssl_full):
+    from transferability.grtd import grtd
+
+    path, _ = nnssl_full
+    seeds = [pipeline.score_model(_spec(), path, _cases(), ScoringConfig(n_samples=240, n_anchors=40, k=3, decoder_seed=s), device="cpu")
+             for s in (0, 1, 2)]
+    avg = pipeline.score_model(
+        _spec(), path, _cases(), ScoringConfig(n_samples=240, n_anchors=40, k=3, n_decoders=3), device="cpu", keep_features=True
+    )
+    assert avg.grtd == pytest.approx(np.mean([s.grtd for s in seeds]), rel=1e-12, abs=1e-15)
+    for v in ("contracted", "penalised"):
+        assert avg.details["grtd"]["variants"][v] == pytest.approx(np.mean([s.details["grtd"]["variants"][v] for s in seeds]), abs=1e-15)
+    assert avg.baselines == seeds[0].baselines and avg.lbtc == seeds[0].lbtc  # first decoder only
+    assert avg.details["grtd"]["n_decoders"] == 3 and len(avg.details["grtd"]["per_decoder"]) == 3
+    f = avg.features
+    assert f is not None and len(f.extra_decoder_points) == 2 and f.baseline_stage == "dec1"
+    again = grtd({s: f.points[s] for s in f.grtd_stages}, f.labels, stages=f.grtd_stages)  # same features, same score
+    assert again.value == seeds[0].grtd
+    assert f.patches["enc2"].shape[:2] == f.patch_labels["enc2"].shape == f.patch_mask["enc2"].shape
+    assert "features" not in avg.to_dict() and seeds[0].features is None
+    json.dumps(avg.to_dict())

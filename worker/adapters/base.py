@@ -141,6 +141,14 @@ class FeatureModel:
         self.encoder.eval().to(self.device)
         self.decoder.eval().to(self.device)
 
+    def reseed_decoder(self, seed: int) -> None:
+        """Replace the fresh decoder by another one of the same init scheme drawn from `seed`."""
+        enc = self.encoder_stages
+        self.decoder = RandomDecoder(
+            [s.channels for s in enc], [s.stride for s in enc], init=self.decoder_init, seed=seed
+        ).eval().to(self.device)
+        self.decoder_seed = int(seed)
+
     @property
     def encoder_stages(self) -> list[StageInfo]:
         return [s for s in self.stages if s.role == "encoder"]
