@@ -1,0 +1,1 @@
+"""Benchmarks and the validation benchmark of TopoRank (run from the repository root)."""

@@ -1,0 +1,1 @@
+"""Validation benchmark: does TopoRank's ranking of encoders agree with fine-tuned Dice on held tasks?"""
