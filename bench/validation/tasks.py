@@ -9,7 +9,7 @@ tasks come from the procedural phantoms of `bench.validation.phantoms`. Nothing 
     python -m bench.validation.tasks            # validate the shipped specs, print a table
     python -m bench.validation.tasks --stats    # also build 4 + 4 cases each: grids, fractions, s/case
 
-Schema documentation: docs/validation_tasks.md.
+Schema documentation: docs/validation.md ("Task specs").
 """
 
 from __future__ import annotations

@@ -1,0 +1,70 @@
+"""`python -m bench.validation run --profile cpu`: the validation benchmark (see docs/validation.md).
+
+Subcommands: `run` (build the zoo, fine-tune, score, write results/validation/<profile>/) and
+`report` (rewrite report.md and plots from an existing results.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from bench.validation.profiles import PROFILES, get_profile
+
+    p = argparse.ArgumentParser(prog="python -m bench.validation", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run the benchmark (resumable: cached fine-tunes and scores are reused)")
+    r.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
+    r.add_argument("--tasks", nargs="+", type=Path, help="task spec files or folders to run instead of the profile's tasks")
+    r.add_argument("--out", type=Path, help="output folder (default results/validation/<profile>)")
+    r.add_argument("--cache", type=Path, help="cache folder (default .data/validation-cache/<profile>)")
+    r.add_argument("--jobs", type=int, help="worker processes (default: the profile's)")
+    r.add_argument("--device", help="cpu or cuda (default: the profile's)")
+    rep = sub.add_parser("report", help="rewrite report.md and plots from results.json")
+    rep.add_argument("results", type=Path, help="a results.json written by `run`")
+    rep.add_argument("--docs", type=Path, help="also embed report.md in this page between its report markers (docs/validation.md)")
+    args = p.parse_args(list(argv) if argv is not None else None)
+
+    if args.cmd == "run":
+        from bench.validation.run import run
+
+        if args.jobs is not None and args.jobs < 1:
+            p.error("--jobs must be >= 1")
+        run(get_profile(args.profile), task_files=args.tasks, out_dir=args.out, cache_dir=args.cache, jobs=args.jobs, device=args.device)
+        return 0
+    from bench.validation.report import write_report
+    from bench.validation.run import machine
+
+    data = json.loads(args.results.read_text())
+    data.pop("tables", None)
+    out = args.results.parent
+    write_report(data, out, machine=machine())
+    if args.docs is not None:
+        from bench.validation.report import embed_in_docs
+
+        runs = json.loads((out / "run.json").read_text())["runs"] if (out / "run.json").is_file() else []
+        header = ""
+        if runs:
+            cold = max(runs, key=lambda r: (r.get("computed", 0), r.get("wall_seconds", 0)))
+            last = runs[-1]
+            m = cold.get("machine", {})
+            git = last.get("git", {})
+            header = (
+                f"Command: `{cold.get('command')}`; machine: {m.get('cpu')}, {m.get('cores')} cores. The run that computed "
+                f"{cold.get('computed')} of {cold.get('records')} records took {cold.get('wall_seconds', 0) / 60:.1f} min "
+                f"(zoo {cold.get('zoo_seconds', 0) / 60:.1f} min); the latest run ({last.get('computed')} computed, "
+                f"{last.get('wall_seconds', 0) / 60:.1f} min) was at git {str(git.get('commit'))[:12]}"
+                f"{' with uncommitted changes' if git.get('dirty') else ''}.\n\n"
+            )
+        embed_in_docs((out / "report.md").read_text(), args.docs, header)
+    print(out / "report.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Benchmark profiles: how big a run is (zoo, tasks, cases, budgets, seeds, decoders, processes).
+
+`smoke` proves every table can be produced (minutes, in the test suite), `cpu` is the committed
+report (about two hours on 2 cores), `gpu` uses finer volumes and longer budgets on a GPU machine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DecoderKey = tuple[str, int, int]  # (init, seed, n_decoders)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One benchmark size. `decoders` lists the scoring configs per (model, task); the first is
+    the production default (kaiming, seed 0, one decoder) and carries the label-permutation control."""
+
+    name: str
+    zoo: str
+    members: tuple[str, ...] | None = None  # None: every member of the zoo profile
+    tasks: tuple[str, ...] | None = None  # shipped task names; None: every shipped task
+    n_train: int | None = None  # None: the task spec's
+    n_test: int | None = None
+    spacing_scale: float = 1.0
+    steps_scale: float = 1.0  # multiplies each task's fine-tune steps (and encoder warm-up)
+    finetune: dict[str, Any] = field(default_factory=dict)  # overrides of the tasks' finetune blocks
+    seeds: tuple[int, ...] = (0, 1, 2)
+    decoders: tuple[DecoderKey, ...] = (
+        ("kaiming", 0, 1),
+        ("kaiming", 1, 1),
+        ("xavier", 0, 1),
+        ("xavier", 1, 1),
+        ("gaussian", 0, 1),
+        ("gaussian", 1, 1),
+        ("kaiming", 0, 3),
+    )
+    scoring: dict[str, Any] = field(default_factory=dict)  # ScoringConfig overrides
+    shuffles: int = 1  # label permutations per (model, task) in the control
+    jobs: int = 2  # worker processes (one torch thread each)
+    device: str = "cpu"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["decoders"] = [list(d) for d in self.decoders]
+        return out
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        zoo="smoke",
+        members=("random", "mae-long", "simclr", "mae-ood"),
+        tasks=("brain_mask", "abdomen", "cardiac"),
+        n_train=2,
+        n_test=1,
+        finetune={"steps": 4, "sw_overlap": 0.0},
+        seeds=(0, 1),
+        decoders=(("kaiming", 0, 1), ("xavier", 0, 1), ("gaussian", 0, 1), ("kaiming", 0, 2)),
+        scoring={"n_samples": 256, "n_anchors": 32},
+    ),
+    "cpu": Profile(name="cpu", zoo="cpu"),
+    "gpu": Profile(name="gpu", zoo="gpu", spacing_scale=0.5, steps_scale=4.0, seeds=(0, 1, 2, 3, 4), jobs=1, device="cuda"),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called `name`, or ValueError listing the known ones."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ValueError(f"unknown profile {name!r}; known: {', '.join(sorted(PROFILES))}") from None
+
+
+def decoder_label(key: DecoderKey) -> str:
+    """`kaiming-0`, or `kaiming-0-x3` for GRTD averaged over 3 decoders."""
+    init, seed, n = key
+    return f"{init}-{seed}" if n == 1 else f"{init}-{seed}-x{n}"

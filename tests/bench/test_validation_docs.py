@@ -1,0 +1,49 @@
+"""The committed validation report agrees with its JSON and with the committed analysis code.
+
+`results/validation/cpu/results.json` holds the raw numbers of the committed run; the tables in it,
+`report.md` beside it and the copy embedded in `docs/validation.md` must all be what the current
+`bench/validation/report.py` computes from those raw numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # bench/ is not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from bench.validation.report import DOCS_BEGIN, DOCS_END, build_tables, embed_in_docs, render_markdown  # noqa: E402
+from bench.validation.run import _finite  # noqa: E402
+
+RESULTS = ROOT / "results" / "validation" / "cpu"
+
+
+def test_committed_tables_are_what_the_analysis_computes_from_the_raw_results() -> None:
+    data = json.loads((RESULTS / "results.json").read_text())
+    stored = data.pop("tables")
+    assert _finite(build_tables(data)) == stored
+
+
+def test_committed_report_is_rendered_from_the_results_and_embedded_in_the_docs() -> None:
+    data = json.loads((RESULTS / "results.json").read_text())
+    tables = data.pop("tables")
+    report = (RESULTS / "report.md").read_text()
+    rendered = render_markdown(data, tables, machine=None)
+    body = lambda text: text[text.index("## Headline"):]  # noqa: E731 - the header names the machine
+    assert body(rendered) == body(report)
+    docs = (ROOT / "docs" / "validation.md").read_text()
+    embedded = docs.split(DOCS_BEGIN, 1)[1].split(DOCS_END, 1)[0]
+    demoted = "\n".join(("#" + line) if line.startswith("#") else line for line in report.splitlines())
+    assert demoted.strip() in embedded
+
+
+def test_embed_in_docs_replaces_only_the_marked_block(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(f"# Title\n\nintro\n\n{DOCS_BEGIN}\nold\n{DOCS_END}\n\nafter\n")
+    embed_in_docs("# Report\n\n## Table\nx\n", page, header="hdr\n\n")
+    text = page.read_text()
+    assert text.startswith("# Title\n\nintro\n\n") and text.endswith(f"{DOCS_END}\n\nafter\n")
+    assert "old" not in text and "## Report" in text and "### Table" in text and "hdr" in text
