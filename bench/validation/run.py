@@ -351,14 +351,33 @@ def prepare_tasks(specs: Sequence[Any], profile: Profile, cache: Cache, say: Cal
     return out
 
 
+def model_spec_for_task(member: Any, task: TaskInput) -> dict[str, Any]:
+    """The registry spec a member is fine-tuned and scored with on `task`: its own, or, when the task
+    sets `intensity`, its preprocessing (from the checkpoint's adaptation plan) with that
+    normalisation, as a hospital would register an MR-pretrained encoder for a CT pilot set."""
+    intensity = task.spec.get("intensity")
+    if not intensity:
+        return dict(member.spec)
+    from worker.adapters.nnssl import plan_preprocessing
+
+    plan = json.loads((Path(member.checkpoint).parent / "adaptation_plan.json").read_text())
+    prep = plan_preprocessing(plan, int(plan.get("pretrain_num_input_channels", 1)))
+    if prep is None:
+        raise ValueError(f"zoo member {member.name}: its adaptation plan has no preprocessing to adapt")
+    full = {**prep.model_dump(mode="json"), "ct_clip": None, "ct_mean": None, "ct_std": None, **intensity}
+    return {**member.spec, "preprocessing": full}
+
+
 def plan_items(tasks: Sequence[TaskInput], zoo: Sequence[Any], profile: Profile, cache: Cache, device: str) -> list[dict[str, Any]]:
     """Every record the profile needs, with its key (pending or cached alike)."""
     versions = code_versions()
     items = []
     for t in tasks:
         for m in zoo:
-            base = {"task": t.name, "model": m.name, "spec_hash": t.spec_hash, "cases_key": t.cases_key, "checkpoint_sha256": m.sha256}
-            common = {"cache": str(cache.root), "cases_file": t.cases_file, "k": t.k, "spec": m.spec, "checkpoint": str(m.checkpoint), "device": device}
+            spec = model_spec_for_task(m, t)
+            base = {"task": t.name, "model": m.name, "spec_hash": t.spec_hash, "cases_key": t.cases_key, "checkpoint_sha256": m.sha256,
+                    "model_spec": spec}
+            common = {"cache": str(cache.root), "cases_file": t.cases_file, "k": t.k, "spec": spec, "checkpoint": str(m.checkpoint), "device": device}
             for seed in profile.seeds:
                 cfg = finetune_config(t.spec.get("finetune", {}), profile, seed, device)
                 inputs = {**base, "finetune_config": cfg, "finetune_code": versions["finetune"], "cache_version": CACHE_VERSION}

@@ -33,7 +33,7 @@ from bench.validation import phantoms
 from worker.extract import CaseVolume
 
 TASK_DIR = Path(__file__).resolve().parent / "tasks"
-GENERATOR_VERSION = 1  # bump when a recipe's output changes for the same spec (not part of spec_hash)
+GENERATOR_VERSION = 2  # bump when a recipe's output changes for the same spec (not part of spec_hash)
 MAX_ATTEMPTS = 8  # a case missing a class is redrawn from rng([seed, split, i, attempt])
 MNI_FOV_MM = (156.0, 192.0, 150.0)  # = worker.demo_zoo.FOV_MM: covers the template's brain
 
@@ -215,6 +215,24 @@ Regime = Literal["ID", "OOD"]
 Source = Literal["mni152", "abdomen_phantom", "cardiac_phantom"]
 
 
+class IntensitySpec(_Strict):
+    """How the models normalise this task's images, replacing their own intensity normalisation
+    (spacing and window size stay the model's): a CT task is windowed as nnU-Net windows CT, not
+    z-scored, which would leave 10-30 HU organ contrasts at a few hundredths of a unit."""
+
+    normalization: Literal["zscore", "ct", "none"]
+    ct_clip: tuple[float, float] | None = None
+    ct_mean: float | None = None
+    ct_std: float | None = None
+
+    @model_validator(mode="after")
+    def _ct(self) -> "IntensitySpec":
+        from models_registry.specs import PreprocessingSpec
+
+        PreprocessingSpec(spacing=(1.0, 1.0, 1.0), patch_size=(8, 8, 8), **self.model_dump())  # the registry's own rules
+        return self
+
+
 class TaskSpec(_Strict):
     """One validation task: where its images come from, how labels are made, how many cases.
 
@@ -235,6 +253,7 @@ class TaskSpec(_Strict):
     n_test: int = Field(4, ge=1, le=1000)
     augmentation: Augmentation
     finetune: dict[str, Any] = Field(default_factory=dict)
+    intensity: IntensitySpec | None = None
     seed: int = Field(ge=0, lt=2**63)
 
     @model_validator(mode="before")
@@ -316,8 +335,11 @@ class TaskSpec(_Strict):
         return spec
 
     def to_dict(self) -> dict[str, Any]:
-        """The fully-defaulted spec as plain JSON types."""
-        return self.model_dump(mode="json")
+        """The fully-defaulted spec as plain JSON types (`intensity` only when set)."""
+        out = self.model_dump(mode="json")
+        if out.get("intensity") is None:
+            out.pop("intensity", None)
+        return out
 
     def spec_hash(self) -> str:
         """sha256 of the canonical JSON (sorted keys, no spaces) of the fully-defaulted spec."""
@@ -377,13 +399,20 @@ def build_cases(
     spacing = tuple(float(s) * float(spacing_scale) for s in spec.spacing)
     t0 = time.perf_counter()
     attempts: dict[str, int] = {}
+    import torch
+
     out: dict[int, list[CaseVolume]] = {0: [], 1: []}
-    for split, n in ((0, n_train), (1, n_test)):
-        for i in range(n):
-            case, tries = _make_case(spec, spacing, split, i)  # type: ignore[arg-type]
-            out[split].append(case)
-            if tries > 1:
-                attempts[f"{'train' if split == 0 else 'test'}_{i}"] = tries
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # multi-threaded CPU kernels round differently from run to run (measured: 7e-3 of 111)
+    try:
+        for split, n in ((0, n_train), (1, n_test)):
+            for i in range(n):
+                case, tries = _make_case(spec, spacing, split, i)  # type: ignore[arg-type]
+                out[split].append(case)
+                if tries > 1:
+                    attempts[f"{'train' if split == 0 else 'test'}_{i}"] = tries
+    finally:
+        torch.set_num_threads(threads)
     return TaskCases(
         spec=spec,
         spacing=spacing,  # type: ignore[arg-type]

@@ -179,8 +179,15 @@ def test_tissue_recipe_mirrors_make_volume():
     from bench.validation.tasks import MNI_AUG, _recipe_tissue
     from worker.demo_zoo import make_volume
 
-    img, lab = make_volume(np.random.default_rng(3), (3.0, 3.0, 3.0))
-    img2, lab2 = _recipe_tissue(np.random.default_rng(3), (3.0, 3.0, 3.0), {}, MNI_AUG)
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as build_cases: multi-threaded kernels round differently from call to call
+    try:
+        img, lab = make_volume(np.random.default_rng(3), (3.0, 3.0, 3.0))
+        img2, lab2 = _recipe_tissue(np.random.default_rng(3), (3.0, 3.0, 3.0), {}, MNI_AUG)
+    finally:
+        torch.set_num_threads(threads)
     np.testing.assert_array_equal(lab, lab2)
     np.testing.assert_allclose(img, img2, atol=1e-3)
 
@@ -241,3 +248,30 @@ def test_phantom_aug_override_and_errors():
         phantoms.abdomen_ct(np.random.default_rng(0), (4.0, 4.0, 4.0), aug={"blur": 1})
     with pytest.raises(ValueError, match="spacing"):
         phantoms.abdomen_ct(np.random.default_rng(0), (4.0, 0.0, 4.0))
+
+
+def test_intensity_override_is_validated_and_only_hashed_when_set(specs):
+    d = _raw("abdomen")
+    assert specs["abdomen"].intensity is not None and specs["abdomen"].intensity.normalization == "ct"
+    assert "intensity" not in specs["tissue"].to_dict()  # unset: absent, so older spec hashes hold
+    bad = {**d, "intensity": {"normalization": "ct"}}
+    with pytest.raises(TaskSpecError, match="intensity"):
+        TaskSpec.from_dict(bad)
+    other = {**d, "intensity": {"normalization": "ct", "ct_clip": [-100.0, 200.0]}}
+    assert TaskSpec.from_dict(other).spec_hash() != specs["abdomen"].spec_hash()
+
+
+def test_a_ct_task_scores_and_fine_tunes_members_with_ct_windowing(specs, tmp_path):
+    from bench.validation.run import TaskInput, model_spec_for_task
+    from bench.validation.zoo import build_zoo
+    from models_registry.specs import ModelSpec
+
+    member = build_zoo(tmp_path / "zoo", "smoke", members=["random"], threads=1)[0]
+    t = specs["abdomen"]
+    ti = TaskInput(t.name, t.to_dict(), t.spec_hash(), "", "", t.k, t.regime, t.held_out)
+    spec = ModelSpec(**model_spec_for_task(member, ti))
+    assert spec.preprocessing.normalization == "ct" and spec.preprocessing.ct_clip == (-160.0, 240.0)
+    assert spec.preprocessing.spacing == (3.0, 3.0, 3.0) and spec.preprocessing.patch_size == (64, 64, 64)
+    brain = specs["tissue"]
+    plain = model_spec_for_task(member, TaskInput(brain.name, brain.to_dict(), brain.spec_hash(), "", "", brain.k, brain.regime, False))
+    assert plain == member.spec
