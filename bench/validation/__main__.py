@@ -25,6 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--cache", type=Path, help="cache folder (default .data/validation-cache/<profile>)")
     r.add_argument("--jobs", type=int, help="worker processes (default: the profile's)")
     r.add_argument("--device", help="cpu or cuda (default: the profile's)")
+    r.add_argument("--no-compute", action="store_true",
+                   help="fine-tune and score nothing: report what the cache holds (tasks with missing records are left out; marked partial)")
     rep = sub.add_parser("report", help="rewrite report.md and plots from results.json")
     rep.add_argument("results", type=Path, help="a results.json written by `run`")
     rep.add_argument("--docs", type=Path, help="also embed report.md in this page between its report markers (docs/validation.md)")
@@ -35,7 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.jobs is not None and args.jobs < 1:
             p.error("--jobs must be >= 1")
-        run(get_profile(args.profile), task_files=args.tasks, out_dir=args.out, cache_dir=args.cache, jobs=args.jobs, device=args.device)
+        run(get_profile(args.profile), task_files=args.tasks, out_dir=args.out, cache_dir=args.cache, jobs=args.jobs, device=args.device,
+            compute=not args.no_compute)
         return 0
     from bench.validation.report import write_report
     from bench.validation.run import machine
@@ -45,22 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.results.parent
     write_report(data, out, machine=machine())
     if args.docs is not None:
-        from bench.validation.report import embed_in_docs
+        from bench.validation.report import docs_header, embed_in_docs
 
         runs = json.loads((out / "run.json").read_text())["runs"] if (out / "run.json").is_file() else []
-        header = ""
-        if runs:
-            cold = max(runs, key=lambda r: (r.get("computed", 0), r.get("wall_seconds", 0)))
-            last = runs[-1]
-            m = cold.get("machine", {})
-            git = last.get("git", {})
-            header = (
-                f"Command: `{cold.get('command')}`; machine: {m.get('cpu')}, {m.get('cores')} cores. The run that computed "
-                f"{cold.get('computed')} of {cold.get('records')} records took {cold.get('wall_seconds', 0) / 60:.1f} min "
-                f"(zoo {cold.get('zoo_seconds', 0) / 60:.1f} min); the latest run ({last.get('computed')} computed, "
-                f"{last.get('wall_seconds', 0) / 60:.1f} min) was at git {str(git.get('commit'))[:12]}"
-                f"{' with uncommitted changes' if git.get('dirty') else ''}.\n\n"
-            )
+        header = docs_header(runs)
         embed_in_docs((out / "report.md").read_text(), args.docs, header)
     print(out / "report.md")
     return 0

@@ -109,6 +109,20 @@ def agreement(scores: Mapping[str, float], truth: Mapping[str, float]) -> dict[s
     return {"weighted_tau": wt, "kendall_tau": kt, "top1_regret": top1_regret(s, t), "n_models": len(ids)}
 
 
+def chance_weighted_tau(n_models: int, n_tasks: int, *, draws: int = 4000, seed: int = 0) -> dict[str, float]:
+    """What a metric that ranks the zoo at random scores: the null distribution of the mean weighted
+    tau over `n_tasks` independent tasks of `n_models` models each (seeded, so the report is
+    repeatable). A metric whose mean lies inside the central 95 % is not distinguishable from chance."""
+    if n_models < 3 or n_tasks < 1:
+        return {"n_models": n_models, "n_tasks": n_tasks, "lo95": float("nan"), "hi95": float("nan"), "std": float("nan")}
+    rng = np.random.default_rng([seed, n_models, n_tasks])
+    truth = np.arange(n_models, dtype=np.float64)
+    single = np.asarray([weighted_tau(rng.permutation(n_models).astype(np.float64), truth) for _ in range(draws)])
+    means = single[rng.integers(0, draws, size=(draws, n_tasks))].mean(axis=1)
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return {"n_models": n_models, "n_tasks": n_tasks, "lo95": float(lo), "hi95": float(hi), "std": float(means.std())}
+
+
 def mean_finite(values: Sequence[float]) -> float:
     got = [v for v in values if v is not None and math.isfinite(v)]
     return float(np.mean(got)) if got else float("nan")

@@ -18,6 +18,7 @@ from bench.validation.analysis import (
     INFORMATIVE_SPLIT_HALF_TAU,
     LABEL_BLIND_EFFECT,
     agreement,
+    chance_weighted_tau,
     fused_scores,
     mean_finite,
     permutation_effect,
@@ -81,6 +82,12 @@ def _groups(inputs: Mapping[str, Any], repro: Mapping[str, Any]) -> dict[str, li
     }
 
 
+def _std_finite(values: Sequence[float]) -> float:
+    """Population std of the finite values; NaN with fewer than two."""
+    got = [v for v in values if math.isfinite(v)]
+    return float(np.std(got)) if len(got) > 1 else math.nan
+
+
 def _avg(tau_by_task: Mapping[str, float], names: Sequence[str]) -> float:
     return mean_finite([tau_by_task.get(t, float("nan")) for t in names])
 
@@ -135,15 +142,15 @@ def build_tables(results: Mapping[str, Any]) -> dict[str, Any]:
     for init in inits:
         single = [d for d in decoders if d.startswith(init + "-") and "-x" not in d]
         for metric in ("fused_penalised", "fused_contracted", "grtd_penalised", "grtd_contracted"):
-            per_task = {t: mean_finite([tau[d][metric][t] for d in single]) for t in tasks}
-            spread = {t: float(np.nanstd([tau[d][metric][t] for d in single])) if len(single) > 1 else float("nan") for t in tasks}
+            per_task = {t: mean_finite([tau[d][metric].get(t, math.nan) for d in single]) for t in tasks}
+            spread = {t: _std_finite([tau[d][metric].get(t, math.nan) for d in single]) for t in tasks}
             table2.setdefault(init, {})[metric] = {"tasks": per_task, "seed_std": spread, "decoders": single,
                                                    **{g: _avg(per_task, names) for g, names in groups.items()}}
     multi = [d for d in decoders if "-x" in d]
     n_decoders = {}
     for d in multi:
         one = d.split("-x")[0]
-        n_decoders[d] = {metric: {"one": {g: _avg(tau[one][metric], names) for g, names in groups.items()},
+        n_decoders[d] = {metric: {"one": {g: _avg(tau[one][metric], [t for t in names if t in tau[d][metric]]) for g, names in groups.items()},
                                   "averaged": {g: _avg(tau[d][metric], names) for g, names in groups.items()},
                                   "tasks_one": dict(tau[one][metric]), "tasks_averaged": dict(tau[d][metric])}
                          for metric in ("fused_penalised", "fused_contracted", "grtd_penalised", "grtd_contracted")}
@@ -186,8 +193,16 @@ def build_tables(results: Mapping[str, Any]) -> dict[str, Any]:
         timing[m] = {"toporank_s": mean_finite(topo), "ccfv_s": mean_finite(ccfv), "finetune_s": mean_finite(ft)}
     timing["mean"] = {k: mean_finite([timing[m][k] for m in models]) for k in ("toporank_s", "ccfv_s", "finetune_s")}
 
+    headline_groups = ("informative (tuning tasks)", "all (tuning tasks)", "held-out", "held-out informative")
+    chance = {g: chance_weighted_tau(len(models), len(groups[g])) for g in headline_groups}
+    fused_default = f"fused_{choice['variant']}"
+    wins = {metric: {g: sum(1 for t in groups[g] if math.isfinite(base[fused_default][t]) and math.isfinite(base[metric][t])
+                            and base[fused_default][t] > base[metric][t]) for g in headline_groups} for metric in METRICS}
+
     return {
         "groups": groups,
+        "chance": chance,
+        "fused_wins": wins,
         "truth": truth_rows,
         "reproducibility": repro,
         "default_variant": choice,
@@ -262,6 +277,15 @@ def render_markdown(results: Mapping[str, Any], tables: Mapping[str, Any], machi
     codes = inputs["code"]
     out.append("- **Code versions:** " + ", ".join(f"{k} {v}" for k, v in sorted(codes.items())) + ".\n")
 
+    partial = results.get("partial")
+    if partial:
+        out.append(f"> **Partial report.** The run has not finished: {partial['records_cached']} of {partial['records_total']} records "
+                   f"were cached when this was written, and only tasks with every record are reported. Left out: "
+                   + ", ".join(f"`{t}`" for t in partial["tasks_left_out"])
+                   + ". Averages below are over the tasks present; the GRTD-variant choice is provisional."
+                   + ("" if not partial.get("decoders_left_out") else " Decoder configs not yet scored (left out of Table 2 and the "
+                      "n_decoders table for that task): " + "; ".join(f"`{t}`: {', '.join(ds)}" for t, ds in partial["decoders_left_out"].items()) + ".")
+                   + "\n")
     out.append("## Headline\n")
     inf = groups["informative (tuning tasks)"]
     hin = groups["held-out informative"]
@@ -272,7 +296,19 @@ def render_markdown(results: Mapping[str, Any], tables: Mapping[str, Any], machi
                      _f(t1[metric]["held-out"]), _f(t1[metric]["held-out informative"])])
     out.append(f"Mean weighted Kendall's τ against the fine-tuning truth. Informative tuning tasks: {', '.join(inf) or 'none'}; "
                f"informative held-out tasks: {', '.join(hin) or 'none'}.\n")
+    chance = tables["chance"]
+    rows.append(["*random ranking, 95 % range*", *[f"{_f(chance[g]['lo95'], 2)}..{_f(chance[g]['hi95'], 2)}" for g in
+                                                   ("informative (tuning tasks)", "all (tuning tasks)", "held-out", "held-out informative")]])
     out.append(_md_table(["metric", "informative tuning tasks", "all tuning tasks", "held-out", "held-out informative"], rows))
+    out.append(f"\nThe last row is chance: the central 95 % of the mean weighted τ that a metric ranking the {len(zoo)} models at random "
+               "gets over that many tasks (seeded simulation, `analysis.chance_weighted_tau`). A mean inside it is not evidence "
+               "of skill.\n")
+    wins = tables["fused_wins"]
+    n_inf = len(inf)
+    out.append(f"Tasks on which the fused score (`{fused_default}`) has the higher τ, out of the {n_inf} informative tuning tasks / "
+               f"{len(groups['held-out'])} held-out tasks: "
+               + "; ".join(f"vs {METRIC_LABELS[b]} {wins[b]['informative (tuning tasks)']}/{n_inf}, {wins[b]['held-out']}/{len(groups['held-out'])}"
+                           for b in BASELINES) + ".\n")
     best = max(BASELINES, key=lambda b: -math.inf if not math.isfinite(t1[b]["informative (tuning tasks)"]) else t1[b]["informative (tuning tasks)"])
     out.append(f"\nBest classic baseline on the informative tuning tasks: **{METRIC_LABELS[best]}** "
                f"({_f(t1[best]['informative (tuning tasks)'])}) vs fused {_f(t1[fused_default]['informative (tuning tasks)'])}.\n")
@@ -431,6 +467,27 @@ def write_report(results: dict[str, Any], out_dir: Path, machine: Mapping[str, A
 
 DOCS_BEGIN = "<!-- report:begin (written by `python -m bench.validation report --docs`; do not edit) -->"
 DOCS_END = "<!-- report:end -->"
+
+
+def docs_header(runs: Sequence[Mapping[str, Any]]) -> str:
+    """The lines above the embedded report: the command, the machine, and how long the computing took."""
+    if not runs:
+        return ""
+    cold = max(runs, key=lambda r: (r.get("computed", 0), r.get("wall_seconds", 0)))
+    last = runs[-1]
+    m = (cold if cold.get("computed") else last).get("machine", {})
+    git = last.get("git", {})
+    where = f"at git {str(git.get('commit'))[:12]}{' with uncommitted changes' if git.get('dirty') else ''}"
+    if cold.get("computed"):
+        text = (f"Command: `{cold.get('command')}`; machine: {m.get('cpu')}, {m.get('cores')} cores. The run that computed "
+                f"{cold.get('computed')} of {cold.get('records')} records took {cold.get('wall_seconds', 0) / 60:.1f} min "
+                f"(zoo {cold.get('zoo_seconds', 0) / 60:.1f} min); the latest run ({last.get('computed')} computed, "
+                f"{last.get('wall_seconds', 0) / 60:.1f} min) was {where}.")
+    else:
+        text = (f"Command: `{last.get('command')}` (reporting {last.get('cached_before')} of {last.get('records')} cached records, computing "
+                f"none); machine: {m.get('cpu')}, {m.get('cores')} cores; {where}. The computing run was still going, so its "
+                "wall time is not known: the per-record seconds are in the time table.")
+    return text + "\n\n"
 
 
 def embed_in_docs(report_md: str, docs_path: Path, header: str = "") -> None:

@@ -18,7 +18,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from functools import lru_cache
@@ -369,7 +369,9 @@ def model_spec_for_task(member: Any, task: TaskInput) -> dict[str, Any]:
 
 
 def plan_items(tasks: Sequence[TaskInput], zoo: Sequence[Any], profile: Profile, cache: Cache, device: str) -> list[dict[str, Any]]:
-    """Every record the profile needs, with its key (pending or cached alike)."""
+    """Every record the profile needs, with its key (pending or cached alike). Phase 0 is what every
+    table needs (the fine-tunes and the default decoder's scores with the control), phase 1 the other
+    decoder configs (Table 2, n_decoders); `execute` computes all of phase 0 first."""
     versions = code_versions()
     items = []
     for t in tasks:
@@ -381,7 +383,7 @@ def plan_items(tasks: Sequence[TaskInput], zoo: Sequence[Any], profile: Profile,
             for seed in profile.seeds:
                 cfg = finetune_config(t.spec.get("finetune", {}), profile, seed, device)
                 inputs = {**base, "finetune_config": cfg, "finetune_code": versions["finetune"], "cache_version": CACHE_VERSION}
-                items.append({**common, "kind": "finetune", "key": digest(inputs), "inputs": inputs, "config": cfg,
+                items.append({**common, "kind": "finetune", "key": digest(inputs), "inputs": inputs, "config": cfg, "phase": 0,
                               "label": f"finetune {t.name} {m.name} seed {seed}"})
             for j, dk in enumerate(profile.decoders):
                 cfg = scoring_config(profile, dk)
@@ -389,6 +391,7 @@ def plan_items(tasks: Sequence[TaskInput], zoo: Sequence[Any], profile: Profile,
                 inputs = {**base, "scoring_config": cfg, "scoring_code": versions["scoring"], "control_shuffles": profile.shuffles if control else 0,
                           "cache_version": CACHE_VERSION}
                 items.append({**common, "kind": "score", "key": digest(inputs), "inputs": inputs, "config": cfg, "control": control,
+                              "phase": 0 if control else 1,
                               "shuffles": profile.shuffles, "decoder": decoder_label(dk), "label": f"score {t.name} {m.name} {decoder_label(dk)}"})
     return items
 
@@ -406,6 +409,7 @@ def execute(
             records[it["key"]] = rec
         else:
             todo.append(it)
+    todo.sort(key=lambda it: it.get("phase", 0))  # stable: task by task within a phase
     say(f"{len(items)} records: {len(items) - len(todo)} cached, {len(todo)} to compute with {jobs} process(es)")
     if not todo:
         return records, 0
@@ -479,9 +483,50 @@ def collect(tasks: Sequence[TaskInput], zoo: Sequence[Any], profile: Profile, it
     }
 
 
+def cached_records(items: Sequence[dict[str, Any]], cache: Cache) -> dict[str, dict[str, Any]]:
+    """The records of `items` that are already cached, by key (nothing is computed)."""
+    out = {}
+    for it in items:
+        rec = cache.get(it["kind"], it["key"])
+        if rec is not None:
+            out[it["key"]] = rec
+    return out
+
+
+def reportable(tasks: Sequence[TaskInput], items: Sequence[dict[str, Any]], records: Mapping[str, Any]
+               ) -> tuple[list[TaskInput], list[dict[str, Any]], dict[str, list[str]]]:
+    """What can be reported from `records`: the tasks whose phase-0 records (fine-tunes, default
+    decoder) are all there, the items to report (a task's other decoder configs only where every model
+    has them), and per task the decoder configs left out."""
+    complete, keep, left_out = [], [], {}
+    for t in tasks:
+        mine = [it for it in items if it["inputs"]["task"] == t.name]
+        if not all(it["key"] in records for it in mine if it.get("phase", 0) == 0):
+            continue
+        complete.append(t)
+        keep += [it for it in mine if it.get("phase", 0) == 0]
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for it in mine:
+            if it.get("phase", 0) == 1:
+                groups.setdefault(it["decoder"], []).append(it)
+        for dec, its in groups.items():
+            if all(it["key"] in records for it in its):
+                keep += its
+            else:
+                left_out.setdefault(t.name, []).append(dec)
+    order = {id(it): i for i, it in enumerate(items)}
+    keep.sort(key=lambda it: order[id(it)])  # plan order, so the results do not depend on what was cached when
+    return complete, keep, left_out
+
+
 def run(profile: Profile, *, task_files: Sequence[Path] | None = None, out_dir: Path | None = None, cache_dir: Path | None = None,
-        jobs: int | None = None, device: str | None = None, say: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """The whole benchmark for `profile`; writes `out_dir` (results.json, report.md, plots/, run.json)."""
+        jobs: int | None = None, device: str | None = None, say: Callable[[str], None] | None = None,
+        compute: bool = True) -> dict[str, Any]:
+    """The whole benchmark for `profile`; writes `out_dir` (results.json, report.md, plots/, run.json).
+
+    `compute=False` computes no fine-tune or score: it reports what the cache holds, on the tasks
+    whose every record is cached, and marks the results `partial` (with the tasks left out) when
+    that is not all of them, so a long run can be reported honestly before it has finished."""
     from bench.validation.report import write_report
     from bench.validation.tasks import load_tasks
 
@@ -509,13 +554,28 @@ def run(profile: Profile, *, task_files: Sequence[Path] | None = None, out_dir: 
     tasks = prepare_tasks(specs, profile, cache, say)
     items = plan_items(tasks, zoo, profile, cache, dev)
     t0 = time.perf_counter()
-    records, computed = execute(items, cache, jobs or profile.jobs, say)
+    if compute:
+        records, computed = execute(items, cache, jobs or profile.jobs, say)
+    else:
+        records, computed = cached_records(items, cache), 0
+        say(f"{len(items)} records: {len(records)} cached; computing none (--no-compute)")
     work_s = time.perf_counter() - t0
-    results = collect(tasks, zoo, profile, items, records)
+    complete, report_items, decoders_left_out = reportable(tasks, items, records)
+    if not complete:
+        raise RuntimeError("nothing to report: no task has its fine-tunes and default-decoder scores all cached yet")
+    missing = [t.name for t in tasks if t not in complete]
+    if missing or decoders_left_out:
+        say(f"partial report: {len(complete)} of {len(tasks)} tasks complete; left out: {', '.join(missing) or 'none'}; "
+            f"decoder configs not yet scored on {len(decoders_left_out)} task(s)")
+    results = collect(complete, zoo, profile, report_items, records)
+    if missing or decoders_left_out:
+        results["partial"] = {"tasks_left_out": missing, "decoders_left_out": decoders_left_out, "records_cached": len(records),
+                              "records_total": len(items)}
     results["zoo_pretrain_seconds"] = {m.name: m.pretrain.get("seconds") for m in zoo}
     write_report(results, out_dir, machine=machine())
     run_info = {"profile": profile.name, "git": git_state(), "machine": machine(), "wall_seconds": time.perf_counter() - t_start,
                 "zoo_seconds": zoo_s, "work_seconds": work_s, "records": len(items), "computed": computed,
+                "cached_before": len(records) - computed, "partial": bool(missing),
                 "command": " ".join(["python -m bench.validation", *sys.argv[1:]])}
     log = out_dir / "run.json"  # one entry per invocation: the cold run's time survives reruns from the cache
     history = json.loads(log.read_text()).get("runs", []) if log.is_file() else []
