@@ -109,3 +109,35 @@ def test_an_unseen_task_spec_runs_unchanged(smoke: dict, tmp_path: Path) -> None
     results = run(get_profile("smoke"), task_files=[f], out_dir=tmp_path / "out", cache_dir=smoke["root"] / "cache", say=lambda m: None)
     assert list(results["inputs"]["tasks"]) == ["new_brain"]
     assert (tmp_path / "out" / "report.md").is_file()
+
+
+def test_no_compute_reports_what_the_cache_holds_marked_partial(smoke: dict, tmp_path: Path) -> None:
+    """`run --no-compute` on an unfinished cache: tasks missing a fine-tune or a default-decoder score
+    are left out, other decoder configs are left out per task, nothing is computed, the report says so."""
+    import shutil
+
+    cache = tmp_path / "cache"
+    shutil.copytree(smoke["root"] / "cache", cache)
+    data = json.loads((smoke["root"] / "out" / "results.json").read_text())
+    ft_key = data["truth"]["abdomen"]["random"]["keys"][0]
+    sc_key = data["scores"]["brain_mask"]["xavier-0"]["random"]["key"]
+    ft_file = cache / "finetune" / ft_key[:2] / f"{ft_key}.json"
+    ft_file.unlink()
+    (cache / "score" / sc_key[:2] / f"{sc_key}.json").unlink()
+    out = tmp_path / "out"
+    res = run(get_profile("smoke"), out_dir=out, cache_dir=cache, say=lambda m: None, compute=False)
+    assert list(res["inputs"]["tasks"]) == ["brain_mask", "cardiac"]
+    assert res["partial"]["tasks_left_out"] == ["abdomen"]
+    assert res["partial"]["decoders_left_out"] == {"brain_mask": ["xavier-0"]}
+    assert "xavier-0" not in res["scores"]["brain_mask"] and "xavier-0" in res["scores"]["cardiac"]
+    assert not ft_file.exists()  # nothing was computed
+    assert "Partial report" in (out / "report.md").read_text()
+    last = json.loads((out / "run.json").read_text())["runs"][-1]
+    assert last["computed"] == 0 and last["partial"] is True
+    # the tables of the tasks that are there equal the full run's
+    assert res["truth"]["cardiac"] == data["truth"]["cardiac"]
+
+    for f in (cache / "finetune").rglob("*.json"):
+        f.unlink()
+    with pytest.raises(RuntimeError, match="nothing to report"):
+        run(get_profile("smoke"), out_dir=out, cache_dir=cache, say=lambda m: None, compute=False)
