@@ -26,7 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--jobs", type=int, help="worker processes (default: the profile's)")
     r.add_argument("--device", help="cpu or cuda (default: the profile's)")
     r.add_argument("--no-compute", action="store_true",
-                   help="fine-tune and score nothing: report what the cache holds (tasks with missing records are left out; marked partial)")
+                   help="fine-tune and score nothing: report what the cache holds, marked partial (tasks missing a fine-tune or a "
+                        "default-decoder score are left out, other decoder configs per task)")
     rep = sub.add_parser("report", help="rewrite report.md and plots from results.json")
     rep.add_argument("results", type=Path, help="a results.json written by `run`")
     rep.add_argument("--docs", type=Path, help="also embed report.md in this page between its report markers (docs/validation.md)")

@@ -146,12 +146,17 @@ def build_tables(results: Mapping[str, Any]) -> dict[str, Any]:
             spread = {t: _std_finite([tau[d][metric].get(t, math.nan) for d in single]) for t in tasks}
             table2.setdefault(init, {})[metric] = {"tasks": per_task, "seed_std": spread, "decoders": single,
                                                    **{g: _avg(per_task, names) for g, names in groups.items()}}
-    multi = [d for d in decoders if "-x" in d]
+    multi = [d for d in decoders if "-x" in d and d.split("-x")[0] in tau]
     n_decoders = {}
     for d in multi:
         one = d.split("-x")[0]
-        n_decoders[d] = {metric: {"one": {g: _avg(tau[one][metric], [t for t in names if t in tau[d][metric]]) for g, names in groups.items()},
-                                  "averaged": {g: _avg(tau[d][metric], names) for g, names in groups.items()},
+
+        def paired(metric: str, names: Sequence[str], d: str = d, one: str = one) -> list[str]:
+            """Tasks where both the single and the averaged decoder have a finite tau (same tasks both sides)."""
+            return [t for t in names if math.isfinite(tau[d][metric].get(t, math.nan)) and math.isfinite(tau[one][metric].get(t, math.nan))]
+
+        n_decoders[d] = {metric: {"one": {g: _avg(tau[one][metric], paired(metric, names)) for g, names in groups.items()},
+                                  "averaged": {g: _avg(tau[d][metric], paired(metric, names)) for g, names in groups.items()},
                                   "tasks_one": dict(tau[one][metric]), "tasks_averaged": dict(tau[d][metric])}
                          for metric in ("fused_penalised", "fused_contracted", "grtd_penalised", "grtd_contracted")}
 
@@ -194,10 +199,19 @@ def build_tables(results: Mapping[str, Any]) -> dict[str, Any]:
     timing["mean"] = {k: mean_finite([timing[m][k] for m in models]) for k in ("toporank_s", "ccfv_s", "finetune_s")}
 
     headline_groups = ("informative (tuning tasks)", "all (tuning tasks)", "held-out", "held-out informative")
-    chance = {g: chance_weighted_tau(len(models), len(groups[g])) for g in headline_groups}
+    by_set: dict[tuple[str, ...], dict[str, float]] = {}
+    for g in headline_groups:  # groups that hold the same tasks share one simulation
+        key = tuple(groups[g])
+        if key not in by_set:
+            by_set[key] = chance_weighted_tau([truth_means[t] for t in key])
+    chance = {g: by_set[tuple(groups[g])] for g in headline_groups}
     fused_default = f"fused_{choice['variant']}"
-    wins = {metric: {g: sum(1 for t in groups[g] if math.isfinite(base[fused_default][t]) and math.isfinite(base[metric][t])
-                            and base[fused_default][t] > base[metric][t]) for g in headline_groups} for metric in METRICS}
+    wins: dict[str, dict[str, dict[str, int]]] = {}
+    for metric in METRICS:
+        wins[metric] = {}
+        for g in headline_groups:
+            both = [t for t in groups[g] if math.isfinite(base[fused_default][t]) and math.isfinite(base[metric][t])]
+            wins[metric][g] = {"wins": sum(base[fused_default][t] > base[metric][t] for t in both), "of": len(both)}
 
     return {
         "groups": groups,
@@ -267,7 +281,7 @@ def render_markdown(results: Mapping[str, Any], tables: Mapping[str, Any], machi
     out.append(f"- **Zoo:** {len(zoo)} encoders (small ResEnc 8-16-32-64, nnssl checkpoints): "
                + ", ".join(f"`{m}`" for m in zoo) + ".")
     out.append(f"- **Tasks:** {len(tasks)} ({len(dev_order)} tuning tasks, {len(held)} held out: "
-               + ", ".join(f"`{t}`" for t in held) + "). The held-out tasks were never looked at while choosing anything.")
+               + (", ".join(f"`{t}`" for t in held) or "none") + "). The held-out tasks were never looked at while choosing anything.")
     out.append(f"- **Truth:** held-out Dice after fine-tuning (`worker/finetune.py`), seeds {prof['seeds']}; "
                f"scores on the training cases (the pilot set) through `worker.pipeline.score_model`, decoder `{DEFAULT_DECODER}` "
                "unless a table says otherwise.")
@@ -279,10 +293,11 @@ def render_markdown(results: Mapping[str, Any], tables: Mapping[str, Any], machi
 
     partial = results.get("partial")
     if partial:
+        left = partial["tasks_left_out"]
         out.append(f"> **Partial report.** The run has not finished: {partial['records_cached']} of {partial['records_total']} records "
-                   f"were cached when this was written, and only tasks with every record are reported. Left out: "
-                   + ", ".join(f"`{t}`" for t in partial["tasks_left_out"])
-                   + ". Averages below are over the tasks present; the GRTD-variant choice is provisional."
+                   "were cached when this was written. A task is reported once all its fine-tunes and default-decoder scores are; "
+                   "tasks left out: " + (", ".join(f"`{t}`" for t in left) if left else "none") + "."
+                   + (" Averages below are over the tasks present, and the GRTD-variant choice is provisional." if left else "")
                    + ("" if not partial.get("decoders_left_out") else " Decoder configs not yet scored (left out of Table 2 and the "
                       "n_decoders table for that task): " + "; ".join(f"`{t}`: {', '.join(ds)}" for t, ds in partial["decoders_left_out"].items()) + ".")
                    + "\n")
@@ -300,18 +315,23 @@ def render_markdown(results: Mapping[str, Any], tables: Mapping[str, Any], machi
     rows.append(["*random ranking, 95 % range*", *[f"{_f(chance[g]['lo95'], 2)}..{_f(chance[g]['hi95'], 2)}" for g in
                                                    ("informative (tuning tasks)", "all (tuning tasks)", "held-out", "held-out informative")]])
     out.append(_md_table(["metric", "informative tuning tasks", "all tuning tasks", "held-out", "held-out informative"], rows))
-    out.append(f"\nThe last row is chance: the central 95 % of the mean weighted τ that a metric ranking the {len(zoo)} models at random "
-               "gets over that many tasks (seeded simulation, `analysis.chance_weighted_tau`). A mean inside it is not evidence "
-               "of skill.\n")
+    out.append(f"\nThe last row is chance: the central 95 % of the mean weighted τ over those tasks' truths when the {len(zoo)} models are "
+               "put in a random order, the same order on every task, as a task-blind metric would (seeded simulation, "
+               "`analysis.chance_weighted_tau`). A mean inside it is no evidence of skill; one outside it is not proof of skill either, "
+               "with this few tasks.\n")
     wins = tables["fused_wins"]
-    n_inf = len(inf)
-    out.append(f"Tasks on which the fused score (`{fused_default}`) has the higher τ, out of the {n_inf} informative tuning tasks / "
-               f"{len(groups['held-out'])} held-out tasks: "
-               + "; ".join(f"vs {METRIC_LABELS[b]} {wins[b]['informative (tuning tasks)']}/{n_inf}, {wins[b]['held-out']}/{len(groups['held-out'])}"
-                           for b in BASELINES) + ".\n")
-    best = max(BASELINES, key=lambda b: -math.inf if not math.isfinite(t1[b]["informative (tuning tasks)"]) else t1[b]["informative (tuning tasks)"])
-    out.append(f"\nBest classic baseline on the informative tuning tasks: **{METRIC_LABELS[best]}** "
-               f"({_f(t1[best]['informative (tuning tasks)'])}) vs fused {_f(t1[fused_default]['informative (tuning tasks)'])}.\n")
+    out.append(f"Tasks on which the fused score (`{fused_default}`) has the higher τ, as wins / tasks where both τ are defined, on the "
+               "informative tuning tasks and on the held-out tasks: "
+               + "; ".join(f"vs {METRIC_LABELS[b]} {wins[b]['informative (tuning tasks)']['wins']}/{wins[b]['informative (tuning tasks)']['of']}, "
+                           f"{wins[b]['held-out']['wins']}/{wins[b]['held-out']['of']}" for b in BASELINES) + ".\n")
+    for basis, words in (("informative (tuning tasks)", "informative tuning tasks"), ("all (tuning tasks)", "tuning tasks, informative or not")):
+        finite = [b for b in BASELINES if math.isfinite(t1[b][basis])]
+        if not finite:
+            out.append(f"\nNo {words}: no best classic baseline there.\n")
+            continue
+        best = max(finite, key=lambda b: t1[b][basis])
+        out.append(f"\nBest classic baseline on the {words}: **{METRIC_LABELS[best]}** "
+                   f"({_f(t1[best][basis])}) vs fused {_f(t1[fused_default][basis])}.\n")
 
     out.append("## Truth reproducibility per task\n")
     out.append(f"Split-half τ: Kendall τ-b between the model rankings of disjoint halves of the seeds (with 3 seeds: each seed against "
@@ -460,6 +480,8 @@ def write_report(results: dict[str, Any], out_dir: Path, machine: Mapping[str, A
     (out_dir / "results.json").write_text(json.dumps(full, indent=1, sort_keys=True) + "\n")
     (out_dir / "report.md").write_text(render_markdown(results, tables, machine))
     choice = tables["default_variant"]["variant"]
+    for stale in (out_dir / "plots").glob("*_vs_dice.png"):  # a plot's name can depend on the chosen variant
+        stale.unlink()
     for metric in (f"fused_{choice}", "grtd_penalised", "lbtc", "ccfv"):
         plot_metric(results, tables, metric, out_dir / "plots" / f"{metric}_vs_dice.png")
     return tables
@@ -475,18 +497,18 @@ def docs_header(runs: Sequence[Mapping[str, Any]]) -> str:
         return ""
     cold = max(runs, key=lambda r: (r.get("computed", 0), r.get("wall_seconds", 0)))
     last = runs[-1]
-    m = (cold if cold.get("computed") else last).get("machine", {})
+    m = (last if last.get("partial") else cold).get("machine", {})
     git = last.get("git", {})
     where = f"at git {str(git.get('commit'))[:12]}{' with uncommitted changes' if git.get('dirty') else ''}"
-    if cold.get("computed"):
+    if not last.get("partial"):
         text = (f"Command: `{cold.get('command')}`; machine: {m.get('cpu')}, {m.get('cores')} cores. The run that computed "
                 f"{cold.get('computed')} of {cold.get('records')} records took {cold.get('wall_seconds', 0) / 60:.1f} min "
                 f"(zoo {cold.get('zoo_seconds', 0) / 60:.1f} min); the latest run ({last.get('computed')} computed, "
                 f"{last.get('wall_seconds', 0) / 60:.1f} min) was {where}.")
     else:
-        text = (f"Command: `{last.get('command')}` (reporting {last.get('cached_before')} of {last.get('records')} cached records, computing "
-                f"none); machine: {m.get('cpu')}, {m.get('cores')} cores; {where}. The computing run was still going, so its "
-                "wall time is not known: the per-record seconds are in the time table.")
+        text = (f"Command: `{last.get('command')}`, a partial report written while the computing run was still going "
+                f"({last.get('cached_before')} of {last.get('records')} records were cached); machine: {m.get('cpu')}, {m.get('cores')} cores; "
+                f"{where}. The run's total wall time is not known yet: the per-record seconds are in the time table.")
     return text + "\n\n"
 
 

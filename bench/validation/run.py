@@ -424,7 +424,7 @@ def execute(
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 out = fut.result()  # a failing item stops the run; what finished stays cached
-                records[out["key"]] = out["record"]
+                records[out["key"]] = json.loads(json.dumps(_finite(out["record"])))  # as a rerun reads it from the cache
                 done += 1
                 secs = _record_seconds(out["record"])
                 elapsed = time.perf_counter() - t0
@@ -526,7 +526,8 @@ def run(profile: Profile, *, task_files: Sequence[Path] | None = None, out_dir: 
 
     `compute=False` computes no fine-tune or score: it reports what the cache holds, on the tasks
     whose every record is cached, and marks the results `partial` (with the tasks left out) when
-    that is not all of them, so a long run can be reported honestly before it has finished."""
+    that is not all of them, so a long run can be reported honestly before it has finished (a task
+    needs its fine-tunes and default-decoder scores; other decoder configs are left out per task)."""
     from bench.validation.report import write_report
     from bench.validation.tasks import load_tasks
 
@@ -548,7 +549,12 @@ def run(profile: Profile, *, task_files: Sequence[Path] | None = None, out_dir: 
             specs = [by_name[n] for n in profile.tasks]
     say(f"profile {profile.name}: {len(specs)} tasks ({', '.join(s.name for s in specs)})")
     t0 = time.perf_counter()
-    zoo = build_zoo_parallel(cache.root / "zoo", profile.zoo, profile.members, dev, jobs or profile.jobs, say)
+    from bench.validation.report import DEFAULT_DECODER
+
+    if decoder_label(profile.decoders[0]) != DEFAULT_DECODER:
+        raise ValueError(f"profile {profile.name!r}: its first decoder config must be the report's default, {DEFAULT_DECODER}")
+    zoo_jobs = (jobs or profile.jobs) if compute else 1  # --no-compute: one process beside a running benchmark
+    zoo = build_zoo_parallel(cache.root / "zoo", profile.zoo, profile.members, dev, zoo_jobs, say)
     zoo_s = time.perf_counter() - t0
     say(f"zoo: {len(zoo)} members ready in {zoo_s:.1f} s")
     tasks = prepare_tasks(specs, profile, cache, say)
@@ -575,7 +581,7 @@ def run(profile: Profile, *, task_files: Sequence[Path] | None = None, out_dir: 
     write_report(results, out_dir, machine=machine())
     run_info = {"profile": profile.name, "git": git_state(), "machine": machine(), "wall_seconds": time.perf_counter() - t_start,
                 "zoo_seconds": zoo_s, "work_seconds": work_s, "records": len(items), "computed": computed,
-                "cached_before": len(records) - computed, "partial": bool(missing),
+                "cached_before": len(records) - computed, "partial": bool(missing or decoders_left_out),
                 "command": " ".join(["python -m bench.validation", *sys.argv[1:]])}
     log = out_dir / "run.json"  # one entry per invocation: the cold run's time survives reruns from the cache
     history = json.loads(log.read_text()).get("runs", []) if log.is_file() else []

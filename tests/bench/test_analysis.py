@@ -55,14 +55,24 @@ def test_agreement_is_perfect_for_the_truth_itself_and_reversed_for_its_negation
     assert math.isnan(agreement({m: 1.0 for m in truth}, truth)["weighted_tau"])  # a constant score ranks nothing
 
 
-def test_chance_range_is_centred_near_zero_and_narrows_with_more_tasks() -> None:
-    one = chance_weighted_tau(11, 1)
-    six = chance_weighted_tau(11, 6)
+def test_chance_range_is_centred_near_zero_and_narrows_with_unrelated_tasks() -> None:
+    rng = np.random.default_rng(5)
+    tasks = [{f"m{i}": float(v) for i, v in enumerate(rng.permutation(11))} for _ in range(6)]
+    one = chance_weighted_tau(tasks[:1], draws=500)
+    six = chance_weighted_tau(tasks, draws=500)
     for c in (one, six):
         assert c["lo95"] < 0 < c["hi95"]
-    assert six["hi95"] - six["lo95"] < 0.6 * (one["hi95"] - one["lo95"])  # about 1/sqrt(6) of it
-    assert chance_weighted_tau(11, 6) == six  # seeded: the report is repeatable
-    assert math.isnan(chance_weighted_tau(2, 6)["hi95"])
+    assert six["hi95"] - six["lo95"] < 0.7 * (one["hi95"] - one["lo95"])  # about 1/sqrt(6) of it
+    assert chance_weighted_tau(tasks, draws=500) == six  # seeded: the report is repeatable
+    assert math.isnan(chance_weighted_tau([{"a": 1.0, "b": 2.0}])["hi95"])
+
+
+def test_chance_range_stays_wide_when_every_task_has_the_same_truth() -> None:
+    """A task-blind random ordering is equally wrong on identical tasks: no 1/sqrt(n) narrowing."""
+    truth = {f"m{i}": float(i) for i in range(11)}
+    one = chance_weighted_tau([truth], draws=500)
+    six = chance_weighted_tau([truth] * 6, draws=500)
+    assert six["hi95"] - six["lo95"] > 0.8 * (one["hi95"] - one["lo95"])
 
 
 def test_permutation_effect_is_the_mean_move_in_units_of_between_model_spread() -> None:
