@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
     r.add_argument("--tasks", nargs="+", type=Path, help="task spec files or folders to run instead of the profile's tasks")
     r.add_argument("--out", type=Path, help="output folder (default results/validation/<profile>)")
-    r.add_argument("--cache", type=Path, help="cache folder (default .data/validation-cache/<profile>)")
+    r.add_argument("--cache", type=Path, help="cache folder (default $TOPORANK_VALIDATION_CACHE/<profile>, else ~/.cache/toporank-validation/<profile>)")
     r.add_argument("--jobs", type=int, help="worker processes (default: the profile's)")
     r.add_argument("--device", help="cpu or cuda (default: the profile's)")
     r.add_argument("--no-compute", action="store_true",

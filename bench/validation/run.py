@@ -84,6 +84,14 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+def default_cache_root() -> Path:
+    """Where runs cache their records unless told otherwise: `$TOPORANK_VALIDATION_CACHE`, else
+    `~/.cache/toporank-validation`, outside the checkout, so a run that spans sessions (or a fresh
+    clone) resumes instead of starting over."""
+    env = os.environ.get("TOPORANK_VALIDATION_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "toporank-validation"
+
+
 # ----------------------------------------------------------------------------- work items
 @dataclass(frozen=True)
 class TaskInput:
@@ -534,7 +542,7 @@ def run(profile: Profile, *, task_files: Sequence[Path] | None = None, out_dir: 
     say = say or (lambda msg: print(msg, file=sys.stderr, flush=True))
     t_start = time.perf_counter()
     out_dir = Path(out_dir or REPO / "results" / "validation" / profile.name)
-    cache = Cache(Path(cache_dir or REPO / ".data" / "validation-cache" / profile.name))
+    cache = Cache(Path(cache_dir or default_cache_root() / profile.name))
     dev = device or profile.device
     import torch
 
