@@ -325,7 +325,7 @@ def render_markdown(results: Mapping[str, Any], tables: Mapping[str, Any], machi
                + "; ".join(f"vs {METRIC_LABELS[b]} {wins[b]['informative (tuning tasks)']['wins']}/{wins[b]['informative (tuning tasks)']['of']}, "
                            f"{wins[b]['held-out']['wins']}/{wins[b]['held-out']['of']}" for b in BASELINES) + ".\n")
     for basis, words in (("informative (tuning tasks)", "informative tuning tasks"), ("all (tuning tasks)", "tuning tasks, informative or not")):
-        finite = [b for b in BASELINES if math.isfinite(t1[b][basis])]
+        finite = [b for b in BASELINES if t1[b][basis] is not None and math.isfinite(t1[b][basis])]  # None: NaN read back from JSON
         if not finite:
             out.append(f"\nNo {words}: no best classic baseline there.\n")
             continue
