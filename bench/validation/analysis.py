@@ -124,7 +124,9 @@ def chance_weighted_tau(truths: Sequence[Mapping[str, float]], *, draws: int = 2
     for i in range(draws):
         order = rng.permutation(len(models)).astype(np.float64)
         score = dict(zip(models, order))
-        means[i] = np.mean([agreement(score, t)["weighted_tau"] for t in truths])
+        means[i] = mean_finite([agreement(score, t)["weighted_tau"] for t in truths])  # a constant truth has no tau, as in the averages
+    if not np.all(np.isfinite(means)):
+        return nan  # no task with a rankable truth
     lo, hi = np.quantile(means, [0.025, 0.975])
     return {**nan, "lo95": float(lo), "hi95": float(hi), "std": float(means.std())}
 

@@ -65,6 +65,9 @@ def test_chance_range_is_centred_near_zero_and_narrows_with_unrelated_tasks() ->
     assert six["hi95"] - six["lo95"] < 0.7 * (one["hi95"] - one["lo95"])  # about 1/sqrt(6) of it
     assert chance_weighted_tau(tasks, draws=500) == six  # seeded: the report is repeatable
     assert math.isnan(chance_weighted_tau([{"a": 1.0, "b": 2.0}])["hi95"])
+    flat = {m: 0.0 for m in tasks[0]}  # a task nobody learnt: no tau, left out as the averages leave it out
+    assert chance_weighted_tau([*tasks, flat], draws=500)["hi95"] == pytest.approx(chance_weighted_tau(tasks, draws=500)["hi95"], abs=0.05)
+    assert math.isnan(chance_weighted_tau([flat], draws=50)["hi95"])
 
 
 def test_chance_range_stays_wide_when_every_task_has_the_same_truth() -> None:
