@@ -47,6 +47,12 @@ class Profile:
         return out
 
 
+TRANSFER_FINETUNE: dict[str, Any] = {"encoder_warmup_steps": 100, "encoder_lr_scale": 0.1}
+"""The truth's fine-tuning protocol on top of each task's block: decoder and head alone for the first
+100 steps (encoder frozen), then the encoder at a tenth of the rate. Full-rate fine-tuning from step 0
+washed the pretraining out at this scale (split-half tau < 0.5 on every tuning task, random init
+among the best); see docs/decisions.md."""
+
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
@@ -60,8 +66,9 @@ PROFILES: dict[str, Profile] = {
         decoders=(("kaiming", 0, 1), ("xavier", 0, 1), ("gaussian", 0, 1), ("kaiming", 0, 2)),
         scoring={"n_samples": 256, "n_anchors": 32},
     ),
-    "cpu": Profile(name="cpu", zoo="cpu"),
-    "gpu": Profile(name="gpu", zoo="gpu", spacing_scale=0.5, steps_scale=4.0, seeds=(0, 1, 2, 3, 4), jobs=1, device="cuda"),
+    "cpu": Profile(name="cpu", zoo="cpu", finetune=dict(TRANSFER_FINETUNE)),
+    "gpu": Profile(name="gpu", zoo="gpu", spacing_scale=0.5, steps_scale=4.0, seeds=(0, 1, 2, 3, 4), jobs=1, device="cuda",
+                   finetune=dict(TRANSFER_FINETUNE)),
 }
 
 

@@ -71,6 +71,49 @@ class Cache:
         os.replace(tmp, p)
 
 
+RECORDS_FILE = "records.jsonl.gz"
+"""Every record of a run, exported beside results.json: committed, it lets a fresh clone (or the next
+session on a fresh machine) resume or re-report the run without recomputing what it holds."""
+
+
+def export_records(path: Path, items: Sequence[dict[str, Any]], records: Mapping[str, dict[str, Any]]) -> int:
+    """Write the records of `items` held in `records` as gzip JSON lines sorted by key (byte-stable:
+    no timestamp in the gzip header), atomically; returns how many were written."""
+    import gzip
+
+    kinds = {it["key"]: it["kind"] for it in items}
+    keys = sorted(k for k in kinds if k in records)
+    lines = "".join(json.dumps({"kind": kinds[k], "key": k, "record": _finite(records[k])}, sort_keys=True) + "\n" for k in keys)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+        gz.write(lines.encode())
+    os.replace(tmp, path)
+    return len(keys)
+
+
+def import_records(path: Path, items: Sequence[dict[str, Any]], cache: Cache) -> int:
+    """Seed `cache` with the records in an exported file that the plan `items` needs and the cache
+    lacks. A record is taken only if its key is the digest of the inputs it carries and of the same
+    kind, so a stale or edited file cannot feed a record to the wrong item; returns how many."""
+    import gzip
+
+    if not path.is_file():
+        return 0
+    wanted = {it["key"]: it["kind"] for it in items}
+    seeded = 0
+    with gzip.open(path, "rt") as fh:
+        for line in fh:
+            entry = json.loads(line)
+            key, kind, rec = entry.get("key"), entry.get("kind"), entry.get("record")
+            if wanted.get(key) != kind or not isinstance(rec, dict) or digest(rec.get("inputs")) != key:
+                continue
+            if cache.get(kind, key) is None:
+                cache.put(kind, key, rec)
+                seeded += 1
+    return seeded
+
+
 def _finite(obj: Any) -> Any:
     """JSON-safe: numpy scalars to Python, NaN/inf to None."""
     if isinstance(obj, dict):
@@ -392,6 +435,7 @@ def plan_items(tasks: Sequence[TaskInput], zoo: Sequence[Any], profile: Profile,
                 cfg = finetune_config(t.spec.get("finetune", {}), profile, seed, device)
                 inputs = {**base, "finetune_config": cfg, "finetune_code": versions["finetune"], "cache_version": CACHE_VERSION}
                 items.append({**common, "kind": "finetune", "key": digest(inputs), "inputs": inputs, "config": cfg, "phase": 0,
+                              "held_out": t.held_out,
                               "label": f"finetune {t.name} {m.name} seed {seed}"})
             for j, dk in enumerate(profile.decoders):
                 cfg = scoring_config(profile, dk)
@@ -399,7 +443,7 @@ def plan_items(tasks: Sequence[TaskInput], zoo: Sequence[Any], profile: Profile,
                 inputs = {**base, "scoring_config": cfg, "scoring_code": versions["scoring"], "control_shuffles": profile.shuffles if control else 0,
                           "cache_version": CACHE_VERSION}
                 items.append({**common, "kind": "score", "key": digest(inputs), "inputs": inputs, "config": cfg, "control": control,
-                              "phase": 0 if control else 1,
+                              "phase": 0 if control else 1, "held_out": t.held_out,
                               "shuffles": profile.shuffles, "decoder": decoder_label(dk), "label": f"score {t.name} {m.name} {decoder_label(dk)}"})
     return items
 
@@ -417,7 +461,8 @@ def execute(
             records[it["key"]] = rec
         else:
             todo.append(it)
-    todo.sort(key=lambda it: it.get("phase", 0))  # stable: task by task within a phase
+    # stable: task by task within a phase, tuning tasks before held-out ones
+    todo.sort(key=lambda it: (it.get("phase", 0), bool(it.get("held_out", False))))
     say(f"{len(items)} records: {len(items) - len(todo)} cached, {len(todo)} to compute with {jobs} process(es)")
     if not todo:
         return records, 0
@@ -567,6 +612,9 @@ def run(profile: Profile, *, task_files: Sequence[Path] | None = None, out_dir: 
     say(f"zoo: {len(zoo)} members ready in {zoo_s:.1f} s")
     tasks = prepare_tasks(specs, profile, cache, say)
     items = plan_items(tasks, zoo, profile, cache, dev)
+    seeded = import_records(out_dir / RECORDS_FILE, items, cache)
+    if seeded:
+        say(f"{seeded} records taken from {out_dir / RECORDS_FILE} into the cache")
     t0 = time.perf_counter()
     if compute:
         records, computed = execute(items, cache, jobs or profile.jobs, say)
@@ -574,6 +622,8 @@ def run(profile: Profile, *, task_files: Sequence[Path] | None = None, out_dir: 
         records, computed = cached_records(items, cache), 0
         say(f"{len(items)} records: {len(records)} cached; computing none (--no-compute)")
     work_s = time.perf_counter() - t0
+    exported = export_records(out_dir / RECORDS_FILE, items, records)
+    say(f"{exported} records exported to {out_dir / RECORDS_FILE}")
     complete, report_items, decoders_left_out = reportable(tasks, items, records)
     if not complete:
         raise RuntimeError("nothing to report: no task has its fine-tunes and default-decoder scores all cached yet")
@@ -589,7 +639,7 @@ def run(profile: Profile, *, task_files: Sequence[Path] | None = None, out_dir: 
     write_report(results, out_dir, machine=machine())
     run_info = {"profile": profile.name, "git": git_state(), "machine": machine(), "wall_seconds": time.perf_counter() - t_start,
                 "zoo_seconds": zoo_s, "work_seconds": work_s, "records": len(items), "computed": computed,
-                "cached_before": len(records) - computed, "partial": bool(missing or decoders_left_out),
+                "cached_before": len(records) - computed, "seeded_from_records_file": seeded, "partial": bool(missing or decoders_left_out),
                 "command": " ".join(["python -m bench.validation", *sys.argv[1:]])}
     log = out_dir / "run.json"  # one entry per invocation: the cold run's time survives reruns from the cache
     history = json.loads(log.read_text()).get("runs", []) if log.is_file() else []

@@ -1,6 +1,9 @@
 """The benchmark zoo: small self-supervised encoders in nnssl checkpoint format, one per SSL family
 ranked in the paper (MAE, SimMIM, Models Genesis, S3D/SparK, VoCo, SimCLR, SwinUNETR pretext)
-plus controls (random init, MAE at three pretraining lengths, MAE pretrained out of distribution).
+plus controls (random init, MAE at three pretraining lengths, MAE pretrained out of distribution)
+and two supervised members (grey/white-matter segmentation of the brain source, organ segmentation of
+the CT phantoms): the checkpoints a hospital's zoo also holds, and the members whose encoders should
+make choosing matter.
 
 Every member is a real pretraining run, at small scale, of the demo ResEnc U-Net 8-16-32-64
 (`worker.demo_zoo.build_demo_unet`, nnU-Net's He init) on 32^3 crops of augmented MNI152 volumes at
@@ -13,12 +16,13 @@ has its sha256 is not rebuilt; the manifest is rewritten after every member, so 
 resumes).
 
 Reproducibility: a build is a function of the step counts and the seed only (no wall-time budget).
-Single-threaded (`threads=1`) it is bitwise repeatable; with more torch threads the CPU kernels
+Single-threaded (`threads=1`) it is bitwise repeatable on one machine, not across CPU models (an
+AMD EPYC and an AVX-512 Intel Xeon gave different weights for the same member); with more torch threads the CPU kernels
 (MKL, oneDNN, and others: disabling oneDNN does not help) round differently from process to
 process, so a rebuilt member's weights (and, over a few hundred steps, its loss curve) drift. The cache never rebuilds an intact member: keep one
 built zoo as the benchmark's artifact rather than rebuilding it.
 
-Cost (measured, 2 CPU cores, 2 torch threads): `smoke` ~15 s; `cpu` (11 members) ~9.5 min on a
+Cost (measured, 2 CPU cores, 2 torch threads): `smoke` ~15 s; `cpu` (13 members) ~10-12 min on a
 quiet machine (30 min when two other jobs share the cores); `cpu-full` adds genesis-ood (~45 s).
 
     python -m bench.validation.zoo --out DIR --profile smoke|cpu|gpu [--seed N] [--members a,b]
@@ -55,6 +59,7 @@ from worker.demo_zoo import (
     _zscore,
     adaptation_plan,
     build_demo_unet,
+    make_volume,
     nt_xent,
     write_nnssl_checkpoint,
 )
@@ -65,6 +70,8 @@ ZOO_CODE_VERSION = "bench-zoo-1"
 MANIFEST = "manifest.json"
 BRAIN_SOURCE = "mni152-brain-3mm"  # worker.demo_zoo.CropBank: augmented nilearn MNI152 T1, z-scored
 OOD_SOURCE = "abdomen-ct-phantom-3mm"  # bench.validation.phantoms.abdomen_ct, z-scored per volume
+BRAIN_LABELLED_SOURCE = "mni152-brain-3mm-tissue-labels"  # the brain source with its GM/WM labels (3 classes)
+OOD_LABELLED_SOURCE = "abdomen-ct-phantom-3mm-organ-labels"  # the phantoms with liver/kidney/spleen labels (4 classes)
 LR = 2e-3
 WEIGHT_DECAY = 1e-4
 
@@ -99,6 +106,10 @@ MEMBER_DEFS: dict[str, MemberDef] = {
         MemberDef("swinunetr", "SwinUNETR", "base", "swinunetr", "swinunetr", description="rotation + contrastive + inpainting"),
         MemberDef("mae-ood", "MAE", "ood", "mae", "mae-ood", OOD_SOURCE, "masked reconstruction on abdomen CT phantoms"),
         MemberDef("genesis-ood", "ModelsGenesis", "ood", "genesis", "genesis-ood", OOD_SOURCE, "Models Genesis on abdomen CT phantoms"),
+        MemberDef("sup-tissue", "Supervised", "brain-tissue", "supervised", "sup-tissue", BRAIN_LABELLED_SOURCE,
+                  "supervised grey/white-matter segmentation of augmented MNI152 (a hospital's own nnU-Net)"),
+        MemberDef("sup-organs", "Supervised", "abdomen-organs", "supervised", "sup-organs", OOD_LABELLED_SOURCE,
+                  "supervised liver/kidney/spleen segmentation of abdomen CT phantoms"),
     )
 }
 MEMBER_NAMES = tuple(MEMBER_DEFS)
@@ -138,6 +149,8 @@ def _steps(short: int, base: int, ood: int, *, voco: int | None = None, swin: in
         "swinunetr": swin if swin is not None else base,
         "mae-ood": ood,
         "genesis-ood": ood,
+        "sup-tissue": base,
+        "sup-organs": base,
     }
 
 
@@ -149,7 +162,7 @@ ZOO_PROFILES: dict[str, ZooProfile] = {
     "cpu": ZooProfile(
         "cpu", _steps(40, 240, 240, voco=160, swin=160),
         members=tuple(n for n in MEMBER_NAMES if n != "genesis-ood"),
-        description="the real zoo: 11 members, ~9.5 min on 2 quiet CPU cores",
+        description="the real zoo: 13 members (every one but genesis-ood), ~12 min on 2 quiet CPU cores",
     ),
     "cpu-full": ZooProfile(
         "cpu-full", _steps(40, 240, 240, voco=160, swin=160),
@@ -205,6 +218,54 @@ class PhantomCropBank(CropBank):
             img = _pad_min(np.asarray(img, dtype=np.float32), [CROP] * 3)
             body = np.argwhere(img > -500.0)
             self.vols.append(_zscore(img))
+            self.centres.append(body if len(body) else np.argwhere(np.ones_like(img, dtype=bool)))
+
+
+class LabelledCropBank(CropBank):
+    """`CropBank` over augmented MNI152 volumes that keeps their labels (background / GM / WM), for
+    supervised members: `labelled_batch` returns aligned image and label crops."""
+
+    n_classes = 3
+
+    def __init__(self, rng: np.random.Generator, n: int = 10) -> None:
+        self.rng = rng
+        self.vols, self.labels, self.centres = [], [], []
+        for _ in range(n):
+            img, lab = make_volume(rng, DEMO_SPACING)
+            vol = _zscore(img)
+            self.vols.append(vol)
+            self.labels.append(lab.astype(np.int64))
+            self.centres.append(np.argwhere(vol > 0.0))
+
+    def labelled_batch(self, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ys = [], []
+        for _ in range(size):
+            v = int(self.rng.integers(len(self.vols)))
+            a, b, c = self.corner(v)
+            xs.append(self.vols[v][a : a + CROP, b : b + CROP, c : c + CROP])
+            ys.append(self.labels[v][a : a + CROP, b : b + CROP, c : c + CROP])
+        return torch.from_numpy(np.stack(xs)[:, None]), torch.from_numpy(np.stack(ys))
+
+
+class LabelledPhantomCropBank(LabelledCropBank):
+    """`LabelledCropBank` over abdomen CT phantoms (background / liver / kidneys / spleen), z-scored
+    per volume like `PhantomCropBank`, crops centred inside the body."""
+
+    n_classes = 4
+
+    def __init__(self, rng: np.random.Generator, n: int = 6) -> None:
+        from bench.validation.phantoms import abdomen_ct
+
+        self.rng = rng
+        self.vols, self.labels, self.centres = [], [], []
+        for _ in range(n):
+            img, lab = abdomen_ct(rng, tuple(float(s) for s in DEMO_SPACING), augment=True)
+            pads = [(max(0, CROP - k) // 2, max(0, CROP - k) - max(0, CROP - k) // 2) for k in img.shape]
+            img = _pad_min(np.asarray(img, dtype=np.float32), [CROP] * 3)
+            lab = np.pad(np.asarray(lab, dtype=np.int64), pads, mode="constant", constant_values=0)
+            body = np.argwhere(img > -500.0)
+            self.vols.append(_zscore(img))
+            self.labels.append(lab)
             self.centres.append(body if len(body) else np.argwhere(np.ones_like(img, dtype=bool)))
 
 
@@ -528,6 +589,44 @@ class SwinUNETRObjective(Objective):
         return w[0] * rot_loss + w[1] * con_loss + w[2] * rec_loss
 
 
+class SupervisedObjective(Objective):
+    """Supervised segmentation, the non-SSL member a hospital's zoo holds (its own nnU-Net): a
+    1x1x1 head (trained, not saved) on the finest decoder stage, cross-entropy + soft Dice over the
+    foreground classes of the labelled source. Only the encoder transfers (scoring and fine-tuning
+    build fresh decoders)."""
+
+    settings = {"loss": "ce + soft dice (foreground)", "head": "1x1x1 conv on the finest decoder stage, not saved"}
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        n_classes = int(getattr(self.bank, "n_classes", 0))
+        if n_classes < 2 or not hasattr(self.bank, "labelled_batch"):
+            raise ValueError("supervised pretraining needs a labelled crop bank")
+        finest = self.net.decoder.stages[-1]
+        chans = int(self.net.decoder.seg_layers[-1].in_channels)
+        self.aux = nn.ModuleList([nn.Conv3d(chans, n_classes, 1)])
+        self._feat: torch.Tensor | None = None
+        finest.register_forward_hook(self._hook)
+
+    def _hook(self, _mod: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        self._feat = out
+
+    def loss(self) -> torch.Tensor:
+        x, y = self.bank.labelled_batch(self.batch)  # type: ignore[attr-defined]
+        x, y = self._t(x), self._t(y)
+        self.net(x)
+        assert self._feat is not None
+        logits, self._feat = self.aux[0](self._feat), None
+        if logits.shape[2:] != y.shape[1:]:
+            logits = F.interpolate(logits, size=y.shape[1:], mode="trilinear", align_corners=False)
+        ce = F.cross_entropy(logits, y)
+        prob = logits.softmax(1)[:, 1:]
+        onehot = F.one_hot(y, logits.shape[1]).permute(0, 4, 1, 2, 3)[:, 1:].to(prob.dtype)
+        dims = (0, 2, 3, 4)
+        dice = (2 * (prob * onehot).sum(dims) + 1e-5) / (prob.sum(dims) + onehot.sum(dims) + 1e-5)
+        return ce + (1 - dice.mean())
+
+
 OBJECTIVES: dict[str, type[Objective]] = {
     "mae": MAEObjective,
     "simmim": SimMIMObjective,
@@ -536,6 +635,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "voco": VoCoObjective,
     "simclr": SimCLRObjective,
     "swinunetr": SwinUNETRObjective,
+    "supervised": SupervisedObjective,
 }
 
 
@@ -557,7 +657,7 @@ def member_settings(name: str, profile: ZooProfile, device: str) -> dict[str, An
         out.update({
             "objective_settings": dict(obj.settings),
             "layout": obj.layout,
-            "data": {"source": d.data, "bank_size": profile.ood_bank_size if d.data == OOD_SOURCE else profile.bank_size,
+            "data": {"source": d.data, "bank_size": profile.ood_bank_size if d.data in (OOD_SOURCE, OOD_LABELLED_SOURCE) else profile.bank_size,
                      "crop": CROP, "spacing": list(DEMO_SPACING)},
             "batch": profile.batch,
             "optimizer": {"name": "AdamW", "lr": LR, "weight_decay": WEIGHT_DECAY, "schedule": "constant"},
@@ -585,7 +685,7 @@ def member_plan(name: str) -> dict[str, Any]:
     d = MEMBER_DEFS[name]
     plan = adaptation_plan(name)
     plan["trainer_name"] = f"toporank.bench.zoo:{name}"
-    if d.data == OOD_SOURCE:
+    if d.data in (OOD_SOURCE, OOD_LABELLED_SOURCE):
         plan["pretrain_plan"]["dataset_name"] = "Bench_AbdomenCT_phantom"
     else:
         plan["pretrain_plan"]["dataset_name"] = "Bench_MNI152_nilearn"
@@ -735,6 +835,10 @@ def build_zoo(
             t = time.perf_counter()
             if source == OOD_SOURCE:
                 banks[source] = PhantomCropBank(np.random.default_rng([seed, 2]), prof.ood_bank_size)
+            elif source == OOD_LABELLED_SOURCE:
+                banks[source] = LabelledPhantomCropBank(np.random.default_rng([seed, 4]), prof.ood_bank_size)
+            elif source == BRAIN_LABELLED_SOURCE:
+                banks[source] = LabelledCropBank(np.random.default_rng([seed, 3]), prof.bank_size)
             else:
                 banks[source] = CropBank(np.random.default_rng([seed, 1]), prof.bank_size)
             say(f"crop bank {source}: {len(banks[source].vols)} volumes in {time.perf_counter() - t:.1f} s")

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # bench/ is not an installed package
-    sys.path.insert(0, str(ROOT))
-
-from bench.validation.analysis import (  # noqa: E402
+from bench.validation.analysis import (
     agreement,
     chance_weighted_tau,
     permutation_effect,

@@ -4,8 +4,6 @@ hashing, deterministic case generation, label content. Small n throughout (< 20 
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -13,12 +11,8 @@ import pytest
 
 from worker.finetune import FinetuneConfig
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # bench/ is not an installed package
-    sys.path.insert(0, str(ROOT))
-
-from bench.validation import phantoms  # noqa: E402
-from bench.validation.tasks import (  # noqa: E402
+from bench.validation import phantoms
+from bench.validation.tasks import (
     RECIPES,
     TASK_DIR,
     TaskSpec,

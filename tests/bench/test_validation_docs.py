@@ -8,15 +8,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # bench/ is not an installed package
-    sys.path.insert(0, str(ROOT))
 
-from bench.validation.report import DOCS_BEGIN, DOCS_END, build_tables, embed_in_docs, render_markdown  # noqa: E402
-from bench.validation.run import _finite  # noqa: E402
+from bench.validation.report import DOCS_BEGIN, DOCS_END, build_tables, embed_in_docs, render_markdown
+from bench.validation.run import _finite
 
 RESULTS = ROOT / "results" / "validation" / "cpu"
 

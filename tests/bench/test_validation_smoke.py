@@ -8,18 +8,15 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # bench/ is not an installed package
-    sys.path.insert(0, str(ROOT))
 
-from bench.validation.profiles import get_profile  # noqa: E402
-from bench.validation.report import BASELINES, METRICS, RAW_METRICS  # noqa: E402
-from bench.validation.run import run  # noqa: E402
+from bench.validation.profiles import get_profile
+from bench.validation.report import BASELINES, METRICS, RAW_METRICS
+from bench.validation.run import run
 
 pytestmark = pytest.mark.slow
 
@@ -139,5 +136,26 @@ def test_no_compute_reports_what_the_cache_holds_marked_partial(smoke: dict, tmp
 
     for f in (cache / "finetune").rglob("*.json"):
         f.unlink()
-    with pytest.raises(RuntimeError, match="nothing to report"):
-        run(get_profile("smoke"), out_dir=out, cache_dir=cache, say=lambda m: None, compute=False)
+    with pytest.raises(RuntimeError, match="nothing to report"):  # a fresh out dir: no records file to read back
+        run(get_profile("smoke"), out_dir=tmp_path / "out2", cache_dir=cache, say=lambda m: None, compute=False)
+
+
+def test_the_exported_records_let_an_empty_cache_reproduce_the_run(smoke: dict, tmp_path: Path) -> None:
+    """A clone with the committed results folder and no cache: the records file fills the cache, so
+    the run computes nothing and writes the same results and report."""
+    import shutil
+
+    src = smoke["root"] / "out"
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("results.json", "report.md", "records.jsonl.gz"):
+        shutil.copy(src / name, out / name)
+    cache = tmp_path / "cache"
+    shutil.copytree(smoke["root"] / "cache" / "zoo", cache / "zoo")  # the same zoo bytes (rebuilt, it would match on this machine)
+    messages: list[str] = []
+    run(get_profile("smoke"), out_dir=out, cache_dir=cache, say=messages.append)
+    assert any("0 to compute" in m for m in messages), messages
+    last = json.loads((out / "run.json").read_text())["runs"][-1]
+    assert last["computed"] == 0 and last["seeded_from_records_file"] == last["records"]
+    for name in ("results.json", "report.md", "records.jsonl.gz"):
+        assert (out / name).read_bytes() == (src / name).read_bytes(), name

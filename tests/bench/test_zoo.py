@@ -5,20 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `bench` is not an installed package: run from the repo root
-    sys.path.insert(0, str(ROOT))
-
-from bench.validation import zoo  # noqa: E402
-from models_registry.specs import ModelSpec  # noqa: E402
-from worker.adapters import load_feature_model  # noqa: E402
+from bench.validation import zoo
+from models_registry.specs import ModelSpec
+from worker.adapters import load_feature_model
 
 PROBE = "encoder.stages.2.blocks.0.conv1.conv.weight"
 THREADS = 1  # bitwise reproducible only single-threaded (MKL / oneDNN reductions vary run to run with more)
@@ -141,3 +136,31 @@ def test_profiles_are_consistent():
     assert zoo.ZOO_PROFILES["gpu"].steps["mae-long"] == 4 * cpu.steps["mae-long"]
     with pytest.raises(ValueError):
         zoo.build_zoo(Path("/nonexistent-unused"), "smoke", members=["no-such-member"])
+
+
+@pytest.mark.parametrize(("bank_cls", "n_classes"), [(zoo.LabelledCropBank, 3), (zoo.LabelledPhantomCropBank, 4)])
+def test_labelled_banks_keep_labels_aligned_with_their_images(bank_cls, n_classes):
+    bank = bank_cls(np.random.default_rng(0), n=1)
+    vol, lab = bank.vols[0], bank.labels[0]
+    assert bank.n_classes == n_classes and vol.shape == lab.shape
+    assert set(np.unique(lab)) == set(range(n_classes))  # every class present in the source volume
+    # aligned: foreground classes are brighter than the background they are cut from (T1 GM/WM; CT organs vs air/fat)
+    assert all(vol[lab == c].mean() > vol[lab == 0].mean() for c in range(1, n_classes))
+    x, y = bank.labelled_batch(3)
+    assert x.shape == (3, 1, zoo.CROP, zoo.CROP, zoo.CROP) and y.shape == (3, zoo.CROP, zoo.CROP, zoo.CROP)
+    assert y.dtype == torch.int64 and int(y.max()) < n_classes
+    fg = y > 0
+    assert bool(fg.any()) and float(x[:, 0][fg].mean()) > float(x[:, 0][~fg].mean())
+
+
+def test_supervised_members_learn_their_labels(smoke):
+    _, members, _ = smoke
+    by = {m.name: m for m in members}
+    for name in ("sup-tissue", "sup-organs"):
+        m = by[name]
+        assert m.method == "Supervised" and m.pretrain["objective"] == "supervised"
+        assert m.pretrain["last_loss"] < m.pretrain["first_loss"], (name, m.pretrain["first_loss"], m.pretrain["last_loss"])
+    # the segmentation head is trained but not saved: the checkpoint has the U-Net's keys only
+    assert set(_weights(by["sup-tissue"])) == set(_weights(by["mae-long"]))
+    with pytest.raises(ValueError, match="labelled crop bank"):
+        zoo.SupervisedObjective(zoo.build_unet(0), zoo.CropBank(np.random.default_rng(0), 1), np.random.default_rng(0), 2, "cpu")
