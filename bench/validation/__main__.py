@@ -41,17 +41,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(get_profile(args.profile), task_files=args.tasks, out_dir=args.out, cache_dir=args.cache, jobs=args.jobs, device=args.device,
             compute=not args.no_compute)
         return 0
-    from bench.validation.report import write_report
-    from bench.validation.run import machine
+    from bench.validation.report import computing_run, write_report
 
     data = json.loads(args.results.read_text())
-    data.pop("tables", None)
     out = args.results.parent
-    write_report(data, out, machine=machine())
+    runs = json.loads((out / "run.json").read_text())["runs"] if (out / "run.json").is_file() else []
+    write_report(data, out, machine=computing_run(runs).get("machine"))  # the machine that computed the numbers, not this one
     if args.docs is not None:
         from bench.validation.report import docs_header, embed_in_docs
 
-        runs = json.loads((out / "run.json").read_text())["runs"] if (out / "run.json").is_file() else []
         header = docs_header(runs)
         embed_in_docs((out / "report.md").read_text(), args.docs, header)
     print(out / "report.md")

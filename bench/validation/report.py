@@ -282,7 +282,7 @@ def render_markdown(results: Mapping[str, Any], tables: Mapping[str, Any], machi
                + ", ".join(f"`{m}`" for m in zoo) + ".")
     out.append(f"- **Tasks:** {len(tasks)} ({len(dev_order)} tuning tasks, {len(held)} held out: "
                + (", ".join(f"`{t}`" for t in held) or "none") + "). The held-out tasks were never looked at while choosing anything.")
-    out.append(f"- **Truth:** held-out Dice after fine-tuning (`worker/finetune.py`), seeds {prof['seeds']}; "
+    out.append(f"- **Truth:** held-out Dice after fine-tuning (`worker/finetune.py`), seeds {', '.join(str(s) for s in prof['seeds'])}; "
                f"scores on the training cases (the pilot set) through `worker.pipeline.score_model`, decoder `{DEFAULT_DECODER}` "
                "unless a table says otherwise.")
     if machine:
@@ -470,14 +470,19 @@ def plot_metric(results: Mapping[str, Any], tables: Mapping[str, Any], metric: s
 
 
 def write_report(results: dict[str, Any], out_dir: Path, machine: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Write `results.json` (raw results + tables), `report.md` and `plots/` into `out_dir`."""
+    """Write `results.json` (raw results + tables), `report.md` and `plots/` into `out_dir`.
+
+    Everything is built from `results` as read back from its JSON (tuples as lists, keys sorted, NaN
+    as None), so `run` and a later `report` from the committed file write the same bytes."""
     from bench.validation.run import _finite
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    results = json.loads(json.dumps(_finite({k: v for k, v in results.items() if k != "tables"}), sort_keys=True))
     tables = build_tables(results)
-    full = _finite({**results, "tables": tables})
-    (out_dir / "results.json").write_text(json.dumps(full, indent=1, sort_keys=True) + "\n")
+    text = json.dumps(_finite({**results, "tables": tables}), indent=1, sort_keys=True) + "\n"
+    (out_dir / "results.json").write_text(text)
+    tables = json.loads(text)["tables"]  # rendered as read back, like every later reader of the file
     (out_dir / "report.md").write_text(render_markdown(results, tables, machine))
     choice = tables["default_variant"]["variant"]
     for stale in (out_dir / "plots").glob("*_vs_dice.png"):  # a plot's name can depend on the chosen variant
@@ -491,13 +496,23 @@ DOCS_BEGIN = "<!-- report:begin (written by `python -m bench.validation report -
 DOCS_END = "<!-- report:end -->"
 
 
+def computing_run(runs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The entry of `run.json` whose machine computed the numbers: the latest one while the report is
+    partial (a `--no-compute` beside the computing run), else the one that computed the most records."""
+    if not runs:
+        return {}
+    if runs[-1].get("partial"):
+        return runs[-1]
+    return max(runs, key=lambda r: (r.get("computed", 0), r.get("wall_seconds", 0)))
+
+
 def docs_header(runs: Sequence[Mapping[str, Any]]) -> str:
     """The lines above the embedded report: the command, the machine, and how long the computing took."""
     if not runs:
         return ""
     cold = max(runs, key=lambda r: (r.get("computed", 0), r.get("wall_seconds", 0)))
     last = runs[-1]
-    m = (last if last.get("partial") else cold).get("machine", {})
+    m = computing_run(runs).get("machine", {})
     git = last.get("git", {})
     where = f"at git {str(git.get('commit'))[:12]}{' with uncommitted changes' if git.get('dirty') else ''}"
     if not last.get("partial"):

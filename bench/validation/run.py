@@ -602,7 +602,7 @@ def run(profile: Profile, *, task_files: Sequence[Path] | None = None, out_dir: 
             specs = [by_name[n] for n in profile.tasks]
     say(f"profile {profile.name}: {len(specs)} tasks ({', '.join(s.name for s in specs)})")
     t0 = time.perf_counter()
-    from bench.validation.report import DEFAULT_DECODER
+    from bench.validation.report import DEFAULT_DECODER, computing_run
 
     if decoder_label(profile.decoders[0]) != DEFAULT_DECODER:
         raise ValueError(f"profile {profile.name!r}: its first decoder config must be the report's default, {DEFAULT_DECODER}")
@@ -636,13 +636,14 @@ def run(profile: Profile, *, task_files: Sequence[Path] | None = None, out_dir: 
         results["partial"] = {"tasks_left_out": missing, "decoders_left_out": decoders_left_out, "records_cached": len(records),
                               "records_total": len(items)}
     results["zoo_pretrain_seconds"] = {m.name: m.pretrain.get("seconds") for m in zoo}
-    write_report(results, out_dir, machine=machine())
-    run_info = {"profile": profile.name, "git": git_state(), "machine": machine(), "wall_seconds": time.perf_counter() - t_start,
-                "zoo_seconds": zoo_s, "work_seconds": work_s, "records": len(items), "computed": computed,
-                "cached_before": len(records) - computed, "seeded_from_records_file": seeded, "partial": bool(missing or decoders_left_out),
-                "command": " ".join(["python -m bench.validation", *sys.argv[1:]])}
     log = out_dir / "run.json"  # one entry per invocation: the cold run's time survives reruns from the cache
     history = json.loads(log.read_text()).get("runs", []) if log.is_file() else []
+    here = {"machine": machine(), "computed": computed, "partial": bool(missing or decoders_left_out)}
+    write_report(results, out_dir, machine=computing_run([*history, here]).get("machine"))  # a rerun elsewhere keeps the machine
+    run_info = {"profile": profile.name, "git": git_state(), "machine": here["machine"], "wall_seconds": time.perf_counter() - t_start,
+                "zoo_seconds": zoo_s, "work_seconds": work_s, "records": len(items), "computed": computed,
+                "cached_before": len(records) - computed, "seeded_from_records_file": seeded, "partial": here["partial"],
+                "command": " ".join(["python -m bench.validation", *sys.argv[1:]])}
     log.write_text(json.dumps({"runs": [*history, run_info]}, indent=2, sort_keys=True) + "\n")
     say(f"done in {run_info['wall_seconds'] / 60:.1f} min: {out_dir}")
     return results

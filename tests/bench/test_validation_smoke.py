@@ -159,3 +159,27 @@ def test_the_exported_records_let_an_empty_cache_reproduce_the_run(smoke: dict, 
     assert last["computed"] == 0 and last["seeded_from_records_file"] == last["records"]
     for name in ("results.json", "report.md", "records.jsonl.gz"):
         assert (out / name).read_bytes() == (src / name).read_bytes(), name
+
+
+def test_the_report_command_rewrites_the_runs_files_byte_for_byte(smoke: dict, tmp_path: Path) -> None:
+    """`python -m bench.validation report results.json` on a copy of the run's folder writes the same
+    results.json and report.md as the run did, naming the machine recorded in run.json, not this one."""
+    import shutil
+
+    from bench.validation.__main__ import main
+
+    src = smoke["root"] / "out"
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("results.json", "report.md", "run.json"):
+        shutil.copy(src / name, out / name)
+    log = json.loads((out / "run.json").read_text())
+    here = log["runs"][0]["machine"]["cpu"]
+    for entry in log["runs"]:
+        entry["machine"] = {**entry["machine"], "cpu": "Recorded CPU 9000"}
+    (out / "run.json").write_text(json.dumps(log))
+    assert main(["report", str(out / "results.json")]) == 0
+    assert (out / "results.json").read_bytes() == (src / "results.json").read_bytes()
+    original = (src / "report.md").read_text()
+    assert f"**Machine:** {here}," in original
+    assert (out / "report.md").read_text() == original.replace(f"**Machine:** {here},", "**Machine:** Recorded CPU 9000,")
