@@ -1,7 +1,7 @@
 """Benchmark profiles: how big a run is (zoo, tasks, cases, budgets, seeds, decoders, processes).
 
 `smoke` proves every table can be produced (minutes, in the test suite), `cpu` is the committed
-report (about three hours on 2 cores, measured), `gpu` uses finer volumes and longer budgets on a GPU machine.
+report (122 min on 2 cores, measured), `gpu` uses finer volumes and longer budgets on a GPU machine.
 """
 
 from __future__ import annotations
