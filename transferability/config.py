@@ -28,7 +28,7 @@ class ScoringConfig:
     grtd_stages: tuple[str, ...] | None = None  # default: the two finest decoder stages
     lam: float = 1.0
     quantile: float = 0.9
-    grtd_variant: GRTDVariant = "contracted"  # metrics.md §3 ("contracted") or §3a ("penalised")
+    grtd_variant: GRTDVariant = "penalised"  # §3a; "contracted" is §3 (label-blind). Chosen by the benchmark: decisions.md
     lbtc_stages: tuple[str, ...] | None = None  # default: the two deepest encoder stages
     k: int = 5
     n_anchors: int = 512

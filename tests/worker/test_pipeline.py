@@ -107,8 +107,8 @@ def test_bad_configs_are_clear_errors(nnssl_full):
 
 def test_both_grtd_variants_are_reported_and_the_config_picks_the_score(nnssl_full):
     path, _ = nnssl_full
-    a = pipeline.score_model(_spec(), path, _cases(), CONFIG, device="cpu")
-    b = pipeline.score_model(_spec(), path, _cases(), ScoringConfig(n_samples=240, n_anchors=40, k=3, grtd_variant="penalised"), device="cpu")
+    a = pipeline.score_model(_spec(), path, _cases(), ScoringConfig(n_samples=240, n_anchors=40, k=3, grtd_variant="contracted"), device="cpu")
+    b = pipeline.score_model(_spec(), path, _cases(), CONFIG, device="cpu")  # the default variant: penalised
     va, vb = a.details["grtd"]["variants"], b.details["grtd"]["variants"]
     assert va.keys() == vb.keys() == {"contracted", "penalised"}
     assert va == vb  # the same features: only which variant is `grtd` changes
@@ -133,7 +133,7 @@ def test_n_decoders_averages_grtd_over_fresh_decoders_and_keep_features_hands_th
     assert avg.details["grtd"]["n_decoders"] == 3 and len(avg.details["grtd"]["per_decoder"]) == 3
     f = avg.features
     assert f is not None and len(f.extra_decoder_points) == 2 and f.baseline_stage == "dec1"
-    again = grtd({s: f.points[s] for s in f.grtd_stages}, f.labels, stages=f.grtd_stages)  # same features, same score
+    again = grtd({s: f.points[s] for s in f.grtd_stages}, f.labels, stages=f.grtd_stages, variant=CONFIG.grtd_variant)  # same features
     assert again.value == seeds[0].grtd
     assert f.patches["enc2"].shape[:2] == f.patch_labels["enc2"].shape == f.patch_mask["enc2"].shape
     assert "features" not in avg.to_dict() and seeds[0].features is None
