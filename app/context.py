@@ -10,6 +10,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.services.rank import RankCache
 from app.storage import Storage
 from toporank.settings import Settings
 
@@ -44,49 +45,6 @@ class AuthCache:
             if len(self._data) >= self.max_size:
                 self._data.clear()
             self._data[key_hash] = (tenant_id, time.monotonic() + self.ttl)
-
-
-class RankCache:
-    """Serialized `/v1/rank` bodies of finished rankings (their scores no longer change).
-
-    Body keys include the job's `updated_at`, so deleting a model (which refreshes the job)
-    misses. The job's head row (owner, status, fusion, updated_at) of a finished ranking is kept
-    for `head_ttl` seconds, so a hot ranking is answered without a database round trip; deletes
-    through this process clear the cache at once, other API processes see them within `head_ttl`.
-    """
-
-    def __init__(self, max_size: int = 4096, head_ttl: float = 1.0) -> None:
-        self.max_size = max_size
-        self.head_ttl = head_ttl
-        self._data: dict[tuple[object, ...], bytes] = {}
-        self._heads: dict[str, tuple[Any, float]] = {}
-        self._lock = threading.Lock()
-
-    def head(self, ranking_id: str) -> Any | None:
-        hit = self._heads.get(ranking_id)
-        if hit is None or hit[1] < time.monotonic():
-            return None
-        return hit[0]
-
-    def put_head(self, ranking_id: str, head: Any) -> None:
-        with self._lock:
-            if len(self._heads) >= self.max_size:
-                self._heads.clear()
-            self._heads[ranking_id] = (head, time.monotonic() + self.head_ttl)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self._heads.clear()
-
-    def get(self, key: tuple[object, ...]) -> bytes | None:
-        return self._data.get(key)
-
-    def put(self, key: tuple[object, ...], body: bytes) -> None:
-        with self._lock:
-            if len(self._data) >= self.max_size:
-                self._data.clear()
-            self._data[key] = body
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the app context, a database session, and the caller's tenant."""
+"""FastAPI dependencies: the app context, a database session, the caller's tenant, and the objects
+it owns named by the path (404 otherwise)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.context import AppContext
 from app.errors import ApiError
+from app.services.lookups import owned_pilot_set, owned_ranking, visible_model
+from models_registry.tables import Model, PilotSet, RankingJob
 from models_registry.tenants import hash_key, tenant_id_for_key
 
 
@@ -52,3 +55,20 @@ async def get_tenant(
 Ctx = Annotated[AppContext, Depends(get_ctx)]
 Db = Annotated[Session, Depends(get_session)]
 TenantId = Annotated[str, Depends(get_tenant)]
+
+
+def get_owned_pilot_set(pilot_set_id: str, session: Db, tenant: TenantId) -> PilotSet:
+    return owned_pilot_set(session, tenant, pilot_set_id)
+
+
+def get_visible_model(model_id: str, session: Db, tenant: TenantId) -> Model:
+    return visible_model(session, tenant, model_id)
+
+
+def get_owned_ranking(ranking_id: str, session: Db, tenant: TenantId) -> RankingJob:
+    return owned_ranking(session, tenant, ranking_id)
+
+
+OwnedPilotSet = Annotated[PilotSet, Depends(get_owned_pilot_set)]
+VisibleModel = Annotated[Model, Depends(get_visible_model)]
+OwnedRanking = Annotated[RankingJob, Depends(get_owned_ranking)]

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from transferability.fusion import DEFAULT_A
+
 
 class ErrorItem(BaseModel):
     file: str | None = None
@@ -80,7 +82,7 @@ class FusionParams(BaseModel):
     """metrics.md §5: alpha = sigmoid(a (ln K - b)) unless `alpha` pins it."""
 
     model_config = ConfigDict(extra="forbid")
-    a: float = 6.0
+    a: float = DEFAULT_A
     b: float | None = Field(default=None, description="default ln 2.5")
     alpha: float | None = Field(default=None, ge=0.0, le=1.0)
 

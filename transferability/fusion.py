@@ -74,6 +74,33 @@ def minmax(values: Mapping[Hashable, float]) -> dict[Hashable, float]:
     return {k: (v - lo) / span for k, v in values.items()}
 
 
+@dataclass(frozen=True)
+class ResolvedFusion:
+    """The gate's parameters: `alpha` pins it when not None, else α = sigmoid(a (ln K - b))."""
+
+    alpha: float | None
+    a: float
+    b: float
+
+
+def resolve_fusion(
+    stored: Mapping[str, Any] | None = None, *, alpha: float | None = None, a: float | None = None, b: float | None = None
+) -> ResolvedFusion:
+    """The fusion parameters in force: per-call overrides, else the stored ones, else the defaults.
+
+    `stored` is a ranking's saved fusion block (`a`, `b`, `alpha`; missing or None keys fall back to
+    DEFAULT_A and DEFAULT_B and an unpinned gate), so every reader resolves defaults in one place.
+    """
+    saved = dict(stored or {})
+    a_val = a if a is not None else saved.get("a")
+    b_val = b if b is not None else saved.get("b")
+    return ResolvedFusion(
+        alpha=alpha if alpha is not None else saved.get("alpha"),
+        a=float(a_val) if a_val is not None else DEFAULT_A,
+        b=float(b_val) if b_val is not None else DEFAULT_B,
+    )
+
+
 def fuse(
     scores: Mapping[Hashable, tuple[float, float]],
     num_foreground_classes: int,

@@ -93,6 +93,29 @@ def test_idempotency_key(api, world, dispatcher):
     assert start(api, world, key="k-2").json()["id"] != first.json()["id"]
 
 
+
+def test_a_concurrent_duplicate_key_replays_with_location(api, world, dispatcher, monkeypatch):
+    """Two requests with one Idempotency-Key race: the loser's insert hits the unique constraint and it
+    answers with the winner's job, flagged as replayed and with the same Location as a plain replay."""
+    from app.services import rankings as service
+
+    first = start(api, world, key="k-race")
+    real = service.find_replay
+    calls = []
+
+    def not_yet_committed(session, tenant, key, body_hash):  # type: ignore[no-untyped-def]
+        calls.append(key)
+        return None if len(calls) == 1 else real(session, tenant, key, body_hash)
+
+    monkeypatch.setattr(service, "find_replay", not_yet_committed)
+    again = start(api, world, key="k-race")
+    assert len(calls) == 2  # the pre-check missed, the insert failed, the lookup after it found the winner
+    assert again.status_code == 202 and again.json()["id"] == first.json()["id"]
+    assert again.headers.get("Idempotent-Replayed") == "true"
+    assert again.headers["Location"] == first.headers["Location"] == f"/v1/rankings/{first.json()['id']}"
+    assert len(dispatcher.scored) == 4  # nothing dispatched twice
+
+
 def test_rank_409_until_done_then_fused_order(api, world, sessions):
     rid = start(api, world).json()["id"]
     r = api.get("/v1/rank", params={"ranking_id": rid}, headers=world["h"])

@@ -106,3 +106,19 @@ def test_to_dict_is_json_friendly() -> None:
 def test_validation(scores: dict, k: int, kwargs: dict, msg: str) -> None:
     with pytest.raises(ValueError, match=msg):
         fuse(scores, k, **kwargs)
+
+
+def test_resolve_fusion_prefers_overrides_then_stored_then_defaults():
+    import math
+
+    from transferability.fusion import DEFAULT_A, DEFAULT_B, resolve_fusion
+
+    assert resolve_fusion() == resolve_fusion(None) == resolve_fusion({})
+    d = resolve_fusion()
+    assert (d.alpha, d.a, d.b) == (None, DEFAULT_A, DEFAULT_B) and d.b == math.log(2.5)
+    stored = {"a": 3.0, "b": None, "alpha": 0.25}
+    s = resolve_fusion(stored)
+    assert (s.alpha, s.a, s.b) == (0.25, 3.0, DEFAULT_B)  # a stored None means the default
+    o = resolve_fusion(stored, alpha=0.0, a=1.0, b=0.5)
+    assert (o.alpha, o.a, o.b) == (0.0, 1.0, 0.5)  # 0.0 is an override, not a missing value
+    assert isinstance(resolve_fusion({"a": 2}).a, float)

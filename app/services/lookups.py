@@ -1,0 +1,32 @@
+"""Objects a tenant may see, by id: anything else is 404, never 403, so ids of other tenants leak nothing."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from app.errors import not_found
+from models_registry.tables import Model, PilotSet, RankingJob
+
+
+def owned_pilot_set(session: Session, tenant: str, pilot_set_id: str) -> PilotSet:
+    """The tenant's pilot set `pilot_set_id`, or 404."""
+    ps = session.get(PilotSet, pilot_set_id)
+    if ps is None or ps.tenant_id != tenant:
+        raise not_found("pilot_set")
+    return ps
+
+
+def visible_model(session: Session, tenant: str, model_id: str) -> Model:
+    """The tenant's model or a shared zoo model (no tenant) `model_id`, or 404."""
+    m = session.get(Model, model_id)
+    if m is None or (m.tenant_id is not None and m.tenant_id != tenant):
+        raise not_found("model")
+    return m
+
+
+def owned_ranking(session: Session, tenant: str, ranking_id: str) -> RankingJob:
+    """The tenant's ranking job `ranking_id`, or 404."""
+    job = session.get(RankingJob, ranking_id)
+    if job is None or job.tenant_id != tenant:
+        raise not_found("ranking")
+    return job

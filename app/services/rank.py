@@ -1,0 +1,128 @@
+"""The `/v1/rank` body: the fused ordering computed at read time (metrics.md §5), and the cache that
+serves it again for finished rankings, whose scores no longer change."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from app.errors import ApiError, not_found
+from app.ranking import fused_ranking
+from app.services.lookups import owned_ranking
+from app.services.rankings import num_foreground, scored_items
+from models_registry.tables import TERMINAL_JOB, RankingJob
+from transferability.fusion import ResolvedFusion, resolve_fusion
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+RETRY_AFTER_S = "5"
+
+
+class RankCache:
+    """Serialized `/v1/rank` bodies of finished rankings (their scores no longer change).
+
+    Body keys include the job's `updated_at`, so deleting a model (which refreshes the job)
+    misses. The job's head row (owner, status, fusion, updated_at) of a finished ranking is kept
+    for `head_ttl` seconds, so a hot ranking is answered without a database round trip; deletes
+    through this process clear the cache at once, other API processes see them within `head_ttl`.
+    """
+
+    def __init__(self, max_size: int = 4096, head_ttl: float = 1.0) -> None:
+        self.max_size = max_size
+        self.head_ttl = head_ttl
+        self._data: dict[tuple[object, ...], bytes] = {}
+        self._heads: dict[str, tuple[Any, float]] = {}
+        self._lock = threading.Lock()
+
+    def head(self, ranking_id: str) -> Any | None:
+        hit = self._heads.get(ranking_id)
+        if hit is None or hit[1] < time.monotonic():
+            return None
+        return hit[0]
+
+    def put_head(self, ranking_id: str, head: Any) -> None:
+        with self._lock:
+            if len(self._heads) >= self.max_size:
+                self._heads.clear()
+            self._heads[ranking_id] = (head, time.monotonic() + self.head_ttl)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._heads.clear()
+
+    def get(self, key: tuple[object, ...]) -> bytes | None:
+        return self._data.get(key)
+
+    def put(self, key: tuple[object, ...], body: bytes) -> None:
+        with self._lock:
+            if len(self._data) >= self.max_size:
+                self._data.clear()
+            self._data[key] = body
+
+
+def _fusion(head: Any, overrides: dict[str, float | None]) -> ResolvedFusion:
+    return resolve_fusion(head.fusion, **overrides)
+
+
+def _body_key(ranking_id: str, head: Any, partial: bool, fusion: ResolvedFusion) -> tuple[Any, ...]:
+    stamp = head.updated_at.isoformat() if head.updated_at else ""
+    return (ranking_id, stamp, head.status, partial, fusion.alpha, fusion.a, fusion.b)
+
+
+def cached_rank_body(cache: RankCache, tenant: str, ranking_id: str, partial: bool, overrides: dict[str, float | None]) -> bytes | None:
+    """The cached body of a finished ranking the tenant owns, without touching the database; None on a miss."""
+    head = cache.head(ranking_id)
+    if head is None or head.tenant_id != tenant:
+        return None
+    return cache.get(_body_key(ranking_id, head, partial, _fusion(head, overrides)))
+
+
+def _retry_later(status: str) -> dict[str, str] | None:
+    return {"Retry-After": RETRY_AFTER_S} if status not in TERMINAL_JOB else None
+
+
+def rank_body(
+    sessions: sessionmaker[Session], cache: RankCache, tenant: str, ranking_id: str, partial: bool, overrides: dict[str, float | None]
+) -> bytes:
+    """The serialized fused ranking (`RankOut`); finished rankings are served from the cache after one PK lookup.
+
+    409 while the ranking is incomplete (with Retry-After unless it has failed or been cancelled),
+    unless `partial`, which ranks the models scored so far and lists the others in `missing`.
+    """
+    with sessions() as session:
+        head = session.execute(
+            select(RankingJob.tenant_id, RankingJob.status, RankingJob.fusion, RankingJob.updated_at).where(RankingJob.id == ranking_id)
+        ).first()
+        if head is None or head.tenant_id != tenant:
+            raise not_found("ranking")
+        status = head.status
+        if status != "succeeded" and not partial:
+            raise ApiError(409, "ranking_incomplete", f"ranking is {status}; retry later or pass partial=true", headers=_retry_later(status))
+        fusion = _fusion(head, overrides)
+        key = _body_key(ranking_id, head, partial, fusion)
+        if status in TERMINAL_JOB:
+            cache.put_head(ranking_id, head)
+            body = cache.get(key)
+            if body is not None:
+                return body
+        job = owned_ranking(session, tenant, ranking_id)
+        scores, names = scored_items(session, job)
+        if not scores:
+            raise ApiError(409, "no_scores", f"no model of this ranking has a score yet (status {status})", headers=_retry_later(status))
+        out = fused_ranking(scores, names, num_foreground(session, job), a=fusion.a, b=fusion.b, alpha=fusion.alpha)
+        out.update(
+            ranking_id=job.id,
+            status=status,
+            partial=status != "succeeded",
+            missing=[it.model_id for it in job.items if it.model_id not in scores],
+        )
+        body = json.dumps(out, separators=(",", ":")).encode()
+        if status in TERMINAL_JOB:
+            cache.put(key, body)
+        return body
