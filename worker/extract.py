@@ -142,6 +142,108 @@ def _has_valid_window(u_global: NDArray[np.float64], starts_cells: Sequence[NDAr
     return ok
 
 
+class PointMerger:
+    """Blends one stage's window maps into features at fixed query points (MONAI's Merger, for points).
+
+    `aggregate` adds a window's stage map: every point whose whole interpolation cell lies in that
+    window gets the trilinear value times the window's Gaussian weight at the point. Points that no
+    window holds that way (`border`, within half a stage cell of the padded border) are read with
+    clamped interpolation from every window that covers them and kept apart. `finalize` divides by
+    the summed weights and returns (N, C) float32 in the order of the queries.
+    """
+
+    def __init__(
+        self,
+        q_padded: NDArray[np.float64],
+        stride: Sequence[int],
+        channels: int,
+        layout: WindowLayout,
+        device: torch.device,
+        name: str = "",
+    ) -> None:
+        self.name = name
+        self.q = q_padded
+        self.stride = np.asarray(stride, np.float64)
+        self.patch = np.asarray(layout.patch)
+        self.device = device
+        n_cells = [int(p // s) for p, s in zip(layout.patch, stride)]
+        starts_cells = [np.asarray(s0, np.int64) // int(stg) for s0, stg in zip(layout.starts, stride)]
+        valid_somewhere = _has_valid_window((self.q + 0.5) / self.stride - 0.5, starts_cells, n_cells)
+        self.border = np.flatnonzero(~valid_somewhere)
+        n, nb = self.q.shape[0], int(self.border.size)
+        self.acc = torch.zeros((n, channels), dtype=torch.float32, device=device)
+        self.wsum = torch.zeros(n, dtype=torch.float64, device=device)
+        self.border_acc = torch.zeros((nb, channels), dtype=torch.float32, device=device)
+        self.border_wsum = torch.zeros(nb, dtype=torch.float64, device=device)
+
+    def aggregate(self, fmap: torch.Tensor, start: NDArray[np.float64]) -> None:
+        """Add the stage map `fmap` (C, n0, n1, n2) of the window starting at padded voxel `start`."""
+        local = self.q - start
+        u = (local + 0.5) / self.stride - 0.5
+        n_cells = np.asarray(fmap.shape[1:], np.float64)
+        valid = np.all((u >= 0) & (u <= n_cells - 1), axis=1)
+        border = self.border
+        if border.size:
+            valid[border] = False
+        idx = np.flatnonzero(valid)
+        if idx.size:
+            self._add(self.acc, self.wsum, idx, fmap, u[idx], local[idx])
+        if border.size:
+            lb = local[border]
+            inside = np.all((lb >= -0.5) & (lb < self.patch - 0.5), axis=1)
+            bidx = np.flatnonzero(inside)
+            if bidx.size:
+                self._add(self.border_acc, self.border_wsum, bidx, fmap, u[border[bidx]], lb[bidx])
+
+    def _add(
+        self, acc: torch.Tensor, wsum: torch.Tensor, rows: NDArray[np.int64], fmap: torch.Tensor,
+        u: NDArray[np.float64], local: NDArray[np.float64],
+    ) -> None:
+        w = gaussian_weight(local, self.patch)
+        vals = trilinear(fmap, torch.as_tensor(u, device=self.device))
+        wt = torch.as_tensor(w, device=self.device)
+        at = torch.as_tensor(rows, device=self.device)
+        acc[at] += vals * wt[:, None].to(vals.dtype)
+        wsum[at] += wt
+
+    def finalize(self) -> NDArray[np.float32]:
+        """The blended features (N, C); RuntimeError if a point got no window (a layout bug)."""
+        acc, w = self.acc, self.wsum
+        border, device = self.border, self.device
+        if border.size:
+            bw = self.border_wsum
+            if torch.any(bw <= 0):
+                raise RuntimeError(f"stage {self.name}: {int((bw <= 0).sum())} points lie in no window (layout bug)")
+            acc[torch.as_tensor(border, device=device)] = (self.border_acc / bw[:, None].to(torch.float32)).to(acc.dtype)
+            w = w.clone()
+            w[torch.as_tensor(border, device=device)] = 1.0
+        if torch.any(w <= 0):
+            raise RuntimeError(f"stage {self.name}: {int((w <= 0).sum())} points got no window (layout bug)")
+        interior = torch.ones(acc.shape[0], dtype=torch.bool, device=device)
+        if border.size:
+            interior[torch.as_tensor(border, device=device)] = False
+        acc[interior] = acc[interior] / w[interior, None].to(torch.float32)
+        return acc.cpu().numpy()
+
+
+def _check_request(model: FeatureModel, case: CaseVolume, queries: Mapping[str, NDArray[np.floating]], batch_size: int) -> PreprocessingSpec:
+    prep = model.preprocessing
+    if prep is None:
+        raise ValueError("the model has no preprocessing spec (spacing, patch size); set it in the registry spec")
+    if case.n_channels != model.in_channels:
+        raise ValueError(f"case has {case.n_channels} channels, the model was built for {model.in_channels}")
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    names = {s.name for s in model.stages}
+    for name, pts in queries.items():
+        if name not in names:
+            raise ValueError(f"unknown stage {name!r}; stages: {sorted(names)}")
+        arr = np.asarray(pts)
+        if arr.ndim != 2 or arr.shape[1] != 3:
+            raise ValueError(f"points for stage {name!r} must be (N, 3), got {arr.shape}")
+    return prep
+
+
 def extract_case(
     model: FeatureModel,
     case: CaseVolume,
@@ -151,21 +253,12 @@ def extract_case(
     batch_size: int = 1,
     progress: Callable[[float], None] | None = None,
 ) -> CaseExtraction:
-    """Features of `case` at `queries[stage]` ((N, 3) original-grid voxel coordinates) per stage."""
-    prep = model.preprocessing
-    if prep is None:
-        raise ValueError("the model has no preprocessing spec (spacing, patch size); set it in the registry spec")
-    if case.n_channels != model.in_channels:
-        raise ValueError(f"case has {case.n_channels} channels, the model was built for {model.in_channels}")
-    if batch_size < 1:
-        raise ValueError("batch_size must be >= 1")
-    stage_info = {s.name: s for s in model.stages}
-    for name, pts in queries.items():
-        if name not in stage_info:
-            raise ValueError(f"unknown stage {name!r}; stages: {sorted(stage_info)}")
-        arr = np.asarray(pts)
-        if arr.ndim != 2 or arr.shape[1] != 3:
-            raise ValueError(f"points for stage {name!r} must be (N, 3), got {arr.shape}")
+    """Features of `case` at `queries[stage]` ((N, 3) original-grid voxel coordinates) per stage.
+
+    Split the padded model-grid volume into windows, run them in batches, let each stage's
+    `PointMerger` aggregate the window maps, and finalize.
+    """
+    prep = _check_request(model, case, queries, batch_size)
     t0 = time.perf_counter()
     layout = case_layout(case, prep, model.coarsest_stride, overlap)
     img = normalize(case.image, prep)
@@ -173,30 +266,13 @@ def extract_case(
     del img
     device = model.device
     patch = np.asarray(layout.patch)
-
-    # Per stage: padded model-grid coordinates, accumulators, and the border points.
-    state: dict[str, dict[str, Any]] = {}
-    for name, pts in queries.items():
-        st = np.asarray(stage_info[name].stride, np.float64)
-        q = layout.to_padded(np.asarray(pts, np.float64))
-        n_cells = [int(p // s) for p, s in zip(layout.patch, stage_info[name].stride)]
-        starts_cells = [np.asarray(s, np.int64) // int(stg) for s, stg in zip(layout.starts, stage_info[name].stride)]
-        u_global = (q + 0.5) / st - 0.5
-        valid_somewhere = _has_valid_window(u_global, starts_cells, n_cells)
-        n = q.shape[0]
-        c = stage_info[name].channels
-        state[name] = {
-            "q": q,
-            "stride": st,
-            "border": np.flatnonzero(~valid_somewhere),
-            "acc": torch.zeros((n, c), dtype=torch.float32, device=device),
-            "wsum": torch.zeros(n, dtype=torch.float64, device=device),
-            "bacc": torch.zeros((int((~valid_somewhere).sum()), c), dtype=torch.float32, device=device),
-            "bwsum": torch.zeros(int((~valid_somewhere).sum()), dtype=torch.float64, device=device),
-        }
+    stages = {s.name: s for s in model.stages}
+    mergers = {
+        name: PointMerger(layout.to_padded(np.asarray(pts, np.float64)), stages[name].stride, stages[name].channels, layout, device, name)
+        for name, pts in queries.items()
+    }
     windows = layout.windows()
-    use_cuda = device.type == "cuda"
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else contextlib.nullcontext()
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     n_forward = 0
     for b0 in range(0, len(windows), batch_size):
         batch = windows[b0 : b0 + batch_size]
@@ -206,71 +282,21 @@ def extract_case(
         with torch.no_grad(), amp:
             maps = model.forward(x)
         n_forward += 1
-        for name, stt in state.items():
-            fm = maps[name]
+        for name, merger in mergers.items():
             for j, start in enumerate(batch):
-                _accumulate(stt, fm[j].float(), np.asarray(start, np.float64), patch)
+                merger.aggregate(maps[name][j].float(), np.asarray(start, np.float64))
         del maps, x
         if progress is not None:
             progress(min(1.0, (b0 + len(batch)) / len(windows)))
-    features: dict[str, NDArray[np.float32]] = {}
-    n_border: dict[str, int] = {}
-    for name, stt in state.items():
-        acc, w = stt["acc"], stt["wsum"]
-        border = stt["border"]
-        if border.size:
-            bw = stt["bwsum"]
-            if torch.any(bw <= 0):
-                raise RuntimeError(f"stage {name}: {int((bw <= 0).sum())} points lie in no window (layout bug)")
-            acc[torch.as_tensor(border, device=device)] = (stt["bacc"] / bw[:, None].to(torch.float32)).to(acc.dtype)
-            w = w.clone()
-            w[torch.as_tensor(border, device=device)] = 1.0
-        if torch.any(w <= 0):
-            raise RuntimeError(f"stage {name}: {int((w <= 0).sum())} points got no window (layout bug)")
-        interior = torch.ones(acc.shape[0], dtype=torch.bool, device=device)
-        if border.size:
-            interior[torch.as_tensor(border, device=device)] = False
-        acc[interior] = acc[interior] / w[interior, None].to(torch.float32)
-        features[name] = acc.cpu().numpy()
-        n_border[name] = int(border.size)
+    features = {name: merger.finalize() for name, merger in mergers.items()}
     diag = {
         "model_shape": list(layout.model_shape),
         "padded_shape": list(layout.padded_shape),
         "n_windows": layout.n_windows,
         "n_forward_batches": n_forward,
-        "border_points": n_border,
+        "border_points": {name: int(merger.border.size) for name, merger in mergers.items()},
         "window_starts": [list(a) for a in layout.starts],
         "blend": f"gaussian, sigma = patch * {GAUSSIAN_SIGMA_SCALE}",
         "seconds": time.perf_counter() - t0,
     }
     return CaseExtraction(features=features, layout=layout, diagnostics=diag)
-
-
-def _accumulate(stt: dict[str, Any], fmap: torch.Tensor, start: NDArray[np.float64], patch: NDArray[np.int64]) -> None:
-    """Add one window's stage map `fmap` (C, n0, n1, n2) into a stage's accumulators."""
-    q, st = stt["q"], stt["stride"]
-    device = fmap.device
-    local = q - start
-    u = (local + 0.5) / st - 0.5
-    n_cells = np.asarray(fmap.shape[1:], np.float64)
-    valid = np.all((u >= 0) & (u <= n_cells - 1), axis=1)
-    border = stt["border"]
-    if border.size:
-        valid[border] = False
-    idx = np.flatnonzero(valid)
-    if idx.size:
-        w = gaussian_weight(local[idx], patch)
-        vals = trilinear(fmap, torch.as_tensor(u[idx], device=device))
-        wt = torch.as_tensor(w, device=device)
-        stt["acc"][torch.as_tensor(idx, device=device)] += vals * wt[:, None].to(vals.dtype)
-        stt["wsum"][torch.as_tensor(idx, device=device)] += wt
-    if border.size:
-        lb = local[border]
-        inside = np.all((lb >= -0.5) & (lb < patch - 0.5), axis=1)
-        bidx = np.flatnonzero(inside)
-        if bidx.size:
-            w = gaussian_weight(lb[bidx], patch)
-            vals = trilinear(fmap, torch.as_tensor(u[border[bidx]], device=device))
-            wt = torch.as_tensor(w, device=device)
-            stt["bacc"][torch.as_tensor(bidx, device=device)] += vals * wt[:, None].to(vals.dtype)
-            stt["bwsum"][torch.as_tensor(bidx, device=device)] += wt

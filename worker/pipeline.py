@@ -7,10 +7,12 @@ laid out per stage with step = the stage's stride converted to original-grid vox
 
 from __future__ import annotations
 
+import importlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -111,25 +113,34 @@ def default_stages(fm: FeatureModel, config: ScoringConfig) -> tuple[list[str], 
     return grtd, lbtc, base
 
 
-def _sampling_job(
-    labels: list[NDArray[Any]], config: ScoringConfig
-) -> tuple[SamplePlan, AnchorSet, tuple[Any, Any, Any], dict[str, float]]:
-    """What needs only the labels and the seed (plus the scoring modules' imports, ~1 s for
-    scikit-learn): run beside the model load. Returns (plan, anchors, (grtd, lbtc, baselines), timings)."""
-    times: dict[str, float] = {}
-    t0 = time.perf_counter()
-    from transferability.baselines import score_all_with_diagnostics
-    from transferability.grtd import grtd as grtd_fn
-    from transferability.lbtc import lbtc as lbtc_fn
+class _PhaseTimer:
+    """Seconds per named phase, in one dict: `with timer("grtd"): ...`."""
 
-    times["imports"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    plan = sample_points(labels, config.n_samples, config.seed)
-    times["sample_plan"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    anchors = boundary_anchors(labels, config.n_anchors, config.seed)
-    times["anchors"] = time.perf_counter() - t0
-    return plan, anchors, (grtd_fn, lbtc_fn, score_all_with_diagnostics), times
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = time.perf_counter() - t0
+
+
+def _plan_samples(labels: list[NDArray[Any]], config: ScoringConfig) -> tuple[SamplePlan, AnchorSet, dict[str, float]]:
+    """What needs only the labels and the seed, run beside the model load: the sample plan, the
+    boundary anchors, and (first) the scoring modules' imports (~1 s for scikit-learn), so that the
+    load hides them. Returns (plan, anchors, seconds per step)."""
+    timer = _PhaseTimer()
+    with timer("imports"):
+        for module in ("transferability.baselines", "transferability.lbtc"):
+            importlib.import_module(module)
+    with timer("sample_plan"):
+        plan = sample_points(labels, config.n_samples, config.seed)
+    with timer("anchors"):
+        anchors = boundary_anchors(labels, config.n_anchors, config.seed)
+    return plan, anchors, timer.seconds
 
 
 def _check_cases(cases: Sequence[CaseVolume]) -> None:
@@ -143,6 +154,39 @@ def _check_cases(cases: Sequence[CaseVolume]) -> None:
         raise ValueError(f"cases have different channel counts {sorted(ch)}")
 
 
+class _CaseQueries:
+    """One case's query points per stage, in named segments (the shared points, the LBTC patches)
+    that one extraction pass reads together and `split` hands back apart."""
+
+    def __init__(self) -> None:
+        self._parts: dict[str, list[tuple[str, NDArray[np.float64]]]] = {}
+
+    def add(self, stage: str, segment: str, points: NDArray[np.float64]) -> None:
+        self._parts.setdefault(stage, []).append((segment, points))
+
+    def flat(self) -> dict[str, NDArray[np.float64]]:
+        return {s: np.concatenate([pts for _, pts in parts], axis=0) for s, parts in self._parts.items()}
+
+    def split(self, features: Mapping[str, NDArray[np.float32]]) -> dict[str, dict[str, NDArray[np.float32]]]:
+        out: dict[str, dict[str, NDArray[np.float32]]] = {}
+        for s, parts in self._parts.items():
+            ends = np.cumsum([pts.shape[0] for _, pts in parts])
+            out[s] = {seg: block for (seg, _), block in zip(parts, np.split(features[s], ends[:-1]))}
+        return out
+
+
+@dataclass
+class _Gathered:
+    """Features of every case at the shared points and in the LBTC patches, and per-case diagnostics."""
+
+    points: dict[str, NDArray[np.float32]]
+    patches: dict[str, NDArray[np.float32]]
+    patch_labels: dict[str, NDArray[np.int64]]
+    patch_mask: dict[str, NDArray[np.bool_]]
+    per_case: list[dict[str, Any]]
+    query_seconds: float
+
+
 def _gather(
     fm: FeatureModel,
     cases: Sequence[CaseVolume],
@@ -153,29 +197,27 @@ def _gather(
     config: ScoringConfig,
     batch_size: int | None,
     progress: Callable[[float], None],
-) -> tuple[tuple[dict[str, NDArray[np.float32]], tuple[dict[str, Any], dict[str, Any], dict[str, Any]]], list[dict[str, Any]], float]:
+) -> _Gathered:
     """Features at the shared points (`point_stages`) and, with `anchors`, in the LBTC patches
-    (`lbtc_stages`), case by case: only the gathered arrays grow with the number of cases.
-
-    Returns ((point features, (patch features, patch labels, patch masks)), per-case extraction
-    diagnostics, seconds spent laying out query points).
-    """
+    (`lbtc_stages`), case by case: only the gathered arrays grow with the number of cases."""
     k3 = config.k**3
     n_anc = len(anchors) if anchors is not None else 0
-    point_feats = {s: np.zeros((len(plan), fm.stage(s).channels), np.float32) for s in point_stages}
-    patch_feats = {s: np.zeros((n_anc, k3, fm.stage(s).channels), np.float32) for s in lbtc_stages}
-    patch_labels = {s: np.zeros((n_anc, k3), np.int64) for s in lbtc_stages}
-    patch_mask = {s: np.zeros((n_anc, k3), bool) for s in lbtc_stages}
-    per_case: list[dict[str, Any]] = []
+    out = _Gathered(
+        points={s: np.zeros((len(plan), fm.stage(s).channels), np.float32) for s in point_stages},
+        patches={s: np.zeros((n_anc, k3, fm.stage(s).channels), np.float32) for s in lbtc_stages},
+        patch_labels={s: np.zeros((n_anc, k3), np.int64) for s in lbtc_stages},
+        patch_mask={s: np.zeros((n_anc, k3), bool) for s in lbtc_stages},
+        per_case=[],
+        query_seconds=0.0,
+    )
     batch = batch_size or (2 if fm.device.type == "cuda" else 1)
-    t_queries = 0.0
     for m, case in enumerate(cases):
         t_q = time.perf_counter()
         idx_pts = plan.for_case(m)
         idx_anc = np.flatnonzero(anchors.case == m) if anchors is not None else np.zeros(0, np.int64)
-        queries: dict[str, list[NDArray[np.float64]]] = {}
+        queries = _CaseQueries()
         for s in point_stages:
-            queries.setdefault(s, []).append(plan.coords[idx_pts].astype(np.float64))
+            queries.add(s, "points", plan.coords[idx_pts].astype(np.float64))
         patch_sel: dict[str, NDArray[np.bool_]] = {}
         if idx_anc.size and anchors is not None:
             layout = case_layout(case, fm.preprocessing, fm.coarsest_stride, config.sw_overlap)  # type: ignore[arg-type]
@@ -183,32 +225,168 @@ def _gather(
                 step = layout.stride_in_original(fm.stage(s).stride)
                 pts, mask = patch_grid(anchors.coords[idx_anc], step, config.k, [case.shape] * idx_anc.size)
                 patch_sel[s] = mask
-                patch_mask[s][idx_anc] = mask
-                patch_labels[s][idx_anc] = np.where(mask, nearest_labels(case.label, pts), 0)
-                queries.setdefault(s, []).append(pts[mask])
-        flat = {s: np.concatenate(v, axis=0) for s, v in queries.items()}
-        t_queries += time.perf_counter() - t_q
+                out.patch_mask[s][idx_anc] = mask
+                out.patch_labels[s][idx_anc] = np.where(mask, nearest_labels(case.label, pts), 0)
+                queries.add(s, "patches", pts[mask])
+        flat = queries.flat()
+        out.query_seconds += time.perf_counter() - t_q
         if all(v.shape[0] == 0 for v in flat.values()):
-            per_case.append({"skipped": "no sample points or anchors in this case"})
+            out.per_case.append({"skipped": "no sample points or anchors in this case"})
             progress((m + 1) / len(cases))
             continue
         ex = extract_case(
             fm, case, flat, overlap=config.sw_overlap, batch_size=batch,
             progress=lambda f, m=m: progress((m + f) / len(cases)),
         )
-        for s in flat:
-            got = ex.features[s]
-            offset = 0
-            if s in point_feats:
-                point_feats[s][idx_pts] = got[: idx_pts.size]
-                offset = idx_pts.size
-            if s in patch_sel:
-                block = np.zeros((idx_anc.size, k3, got.shape[1]), np.float32)
-                block[patch_sel[s]] = got[offset:]
-                patch_feats[s][idx_anc] = block
-        per_case.append(ex.diagnostics)
+        for s, segments in queries.split(ex.features).items():
+            if "points" in segments:
+                out.points[s][idx_pts] = segments["points"]
+            if "patches" in segments:
+                block = np.zeros((idx_anc.size, k3, segments["patches"].shape[1]), np.float32)
+                block[patch_sel[s]] = segments["patches"]
+                out.patches[s][idx_anc] = block
+        out.per_case.append(ex.diagnostics)
         progress((m + 1) / len(cases))
-    return (point_feats, (patch_feats, patch_labels, patch_mask)), per_case, t_queries
+    return out
+
+
+@dataclass
+class _Loaded:
+    """Phase 1: the model ready to extract, and the points every model is scored on."""
+
+    fm: FeatureModel
+    plan: SamplePlan
+    anchors: AnchorSet
+
+
+def _load_and_plan(
+    spec: ModelSpec, checkpoint_path: Path, cases: Sequence[CaseVolume], config: ScoringConfig, dev: str, timer: _PhaseTimer
+) -> _Loaded:
+    """Load the model while a thread lays out the sample points and anchors (they need only the labels)."""
+    with ThreadPoolExecutor(1) as pool:
+        sampling = pool.submit(_plan_samples, [c.label for c in cases], config)
+        with timer("load"):
+            fm = load_feature_model(
+                resolve_spec(spec), Path(checkpoint_path), decoder_init=config.decoder_init, decoder_seed=config.decoder_seed,
+                device=dev, in_channels=cases[0].n_channels,
+            )
+            if fm.preprocessing is None:
+                raise ValueError("the model has no preprocessing (spacing, patch size): set it in its spec or catalog entry")
+        with timer("wait_sampling"):
+            plan, anchors, sampling_seconds = sampling.result()
+    timer.seconds.update(sampling_seconds)
+    return _Loaded(fm, plan, anchors)
+
+
+def _gather_features(
+    loaded: _Loaded, cases: Sequence[CaseVolume], config: ScoringConfig, batch_size: int | None,
+    report: Callable[[str, float], None], timer: _PhaseTimer,
+) -> tuple[GatheredFeatures, list[dict[str, Any]]]:
+    """Phase 2: features at the shared points and in the LBTC patches, plus the GRTD stages under
+    `n_decoders - 1` more fresh decoders (seeds decoder_seed + i; docs/decisions.md)."""
+    fm, plan = loaded.fm, loaded.plan
+    grtd_stages, lbtc_stages, base_stage = default_stages(fm, config)
+    if len(loaded.anchors) == 0:
+        raise ValueError("the label maps have no boundary voxels: LBTC needs at least two labels touching")
+    n_passes = config.n_decoders
+    with timer("extract"):
+        first = _gather(
+            fm, cases, plan, loaded.anchors, list(dict.fromkeys(grtd_stages + [base_stage])), lbtc_stages, config, batch_size,
+            lambda f: report("extract", f / n_passes),
+        )
+        query_seconds = first.query_seconds
+        extra_points: list[dict[str, NDArray[np.float32]]] = []
+        for i in range(1, n_passes):
+            fm.reseed_decoder(config.decoder_seed + i)
+            more = _gather(fm, cases, plan, None, grtd_stages, [], config, batch_size, lambda f, i=i: report("extract", (i + f) / n_passes))
+            extra_points.append(more.points)
+            query_seconds += more.query_seconds
+        if n_passes > 1:
+            fm.reseed_decoder(config.decoder_seed)
+    timer.seconds["extract_queries"] = query_seconds
+    features = GatheredFeatures(
+        points=first.points, labels=plan.labels, case=plan.case, patches=first.patches, patch_labels=first.patch_labels,
+        patch_mask=first.patch_mask, grtd_stages=grtd_stages, lbtc_stages=lbtc_stages, baseline_stage=base_stage,
+        extra_decoder_points=extra_points,
+    )
+    return features, first.per_case
+
+
+@dataclass
+class _Scores:
+    """Phase 3: GRTD per decoder pass (averaged into the score), LBTC, and the baselines."""
+
+    grtd_runs: list[Any]
+    lbtc: Any
+    baselines: dict[str, float]
+    baseline_details: dict[str, Any]
+
+    @property
+    def grtd(self) -> float:
+        return math.fsum(r.value for r in self.grtd_runs) / len(self.grtd_runs)
+
+    def grtd_mean(self, key: str) -> dict[str, float]:
+        """Per-stage values (`per_stage`) or per-variant values (`variants`), averaged over the passes."""
+        first = getattr(self.grtd_runs[0], key)
+        return {k: math.fsum(getattr(r, key)[k] for r in self.grtd_runs) / len(self.grtd_runs) for k in first}
+
+
+def _score(
+    features: GatheredFeatures, config: ScoringConfig, dev: str, report: Callable[[str, float], None], timer: _PhaseTimer
+) -> _Scores:
+    """Phase 3: GRTD on every decoder pass (exact MST on the GPU when there is one), LBTC, baselines."""
+    from transferability.baselines import score_all_with_diagnostics
+    from transferability.grtd import grtd as grtd_fn
+    from transferability.lbtc import lbtc as lbtc_fn
+
+    f = features
+    with timer("grtd"):
+        report("grtd", 0.0)
+        other = tuple(v for v in GRTD_VARIANTS if v != config.grtd_variant)
+        grtd_dev = dev if dev.startswith("cuda") else None
+        runs = [
+            grtd_fn(
+                {s: points[s] for s in f.grtd_stages}, f.labels, lam=config.lam, quantile=config.quantile,
+                stages=f.grtd_stages, device=grtd_dev, variant=config.grtd_variant, extra_variants=other,
+            )
+            for points in [f.points, *f.extra_decoder_points]
+        ]
+        report("grtd", 1.0)
+    with timer("lbtc"):
+        report("lbtc", 0.0)
+        lb = lbtc_fn(f.patches, f.patch_labels, f.patch_mask, stages=f.lbtc_stages)
+        report("lbtc", 1.0)
+    baselines: dict[str, float] = {}
+    base_diag: dict[str, Any] = {}
+    with timer("baselines"):
+        if config.baselines:
+            report("baselines", 0.0)
+            baselines, base_diag = score_all_with_diagnostics(f.points[f.baseline_stage], f.labels, f.case, seed=config.seed)
+    return _Scores(runs, lb, baselines, base_diag)
+
+
+def _diagnostics(loaded: _Loaded, features: GatheredFeatures, scores: _Scores, per_case: list[dict[str, Any]], dev: str) -> dict[str, Any]:
+    """Phase 4: what a reader needs to trust the numbers (points per class, patches used, stages, decoder...)."""
+    plan, anchors, fm, lb = loaded.plan, loaded.anchors, loaded.fm, scores.lbtc
+    classes, counts = np.unique(plan.labels, return_counts=True)
+    return {
+        "device": dev,
+        "autocast": "bf16" if dev.startswith("cuda") else "fp32",
+        "n_cases": len(per_case),
+        "n_points": len(plan),
+        "points_per_class": {int(c): int(n) for c, n in zip(classes, counts)},
+        "n_anchors": len(anchors),
+        "n_boundary_voxels": anchors.n_boundary_voxels,
+        "patches_used": dict(lb.patches_used),
+        "patches_skipped": dict(lb.patches_skipped),
+        "grtd_stages": features.grtd_stages,
+        "lbtc_stages": features.lbtc_stages,
+        "baseline_stage": features.baseline_stage,
+        "baselines_omitted": scores.baseline_details.get("omitted", {}),
+        "preprocessing": fm.preprocessing.model_dump(mode="json"),  # type: ignore[union-attr]
+        "decoder": {"init": fm.decoder_init, "seed": fm.decoder_seed},
+        "extraction": per_case,
+    }
 
 
 def score_model(
@@ -224,6 +402,7 @@ def score_model(
 ) -> ModelScoreResult:
     """GRTD, LBTC and baselines of one model on a pilot set (metrics.md §2-§4, §6).
 
+    Four phases: load the model and plan the shared points, gather features, score, diagnostics.
     `timings` (seconds): `load`; `imports`, `sample_plan`, `anchors` (run in a background thread
     while the model loads: they need only the labels and the seed); `wait_sampling` (what the load
     did not hide of them); `extract` (with `extract_queries`, its share spent laying out the query
@@ -242,115 +421,26 @@ def score_model(
             progress(phase, lo + (hi - lo) * min(max(frac, 0.0), 1.0))
 
     _check_cases(cases)
-    timings: dict[str, float] = {}
+    timer = _PhaseTimer()
     dev = resolve_device(device)
     report("load", 0.0)
-    labels = [c.label for c in cases]
-    with ThreadPoolExecutor(1) as pool:
-        sampling = pool.submit(_sampling_job, labels, config)
-        t0 = time.perf_counter()
-        spec = resolve_spec(spec)
-        fm = load_feature_model(
-            spec, Path(checkpoint_path), decoder_init=config.decoder_init, decoder_seed=config.decoder_seed, device=dev,
-            in_channels=cases[0].n_channels,
-        )
-        if fm.preprocessing is None:
-            raise ValueError("the model has no preprocessing (spacing, patch size): set it in its spec or catalog entry")
-        timings["load"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        plan, anchors, fns, job_times = sampling.result()
-        timings["wait_sampling"] = time.perf_counter() - t0
-    timings.update(job_times)
-    grtd_fn, lbtc_fn, score_all_with_diagnostics = fns
+    loaded = _load_and_plan(spec, checkpoint_path, cases, config, dev, timer)
     report("load", 1.0)
-
-    grtd_stages, lbtc_stages, base_stage = default_stages(fm, config)
-    point_stages = list(dict.fromkeys(grtd_stages + [base_stage]))
-    if len(anchors) == 0:
-        raise ValueError("the label maps have no boundary voxels: LBTC needs at least two labels touching")
-
-    t0 = time.perf_counter()
-    n_passes = config.n_decoders
-    gathered, per_case, t_queries = _gather(
-        fm, cases, plan, anchors, point_stages, lbtc_stages, config, batch_size,
-        lambda f: report("extract", f / n_passes),
-    )
-    point_feats, (patch_feats, patch_labels, patch_mask) = gathered
-    extra_points: list[dict[str, NDArray[np.float32]]] = []
-    for i in range(1, n_passes):  # GRTD averaged over fresh decoders decoder_seed + i (docs/decisions.md)
-        fm.reseed_decoder(config.decoder_seed + i)
-        more, _, t_more = _gather(
-            fm, cases, plan, None, grtd_stages, [], config, batch_size, lambda f, i=i: report("extract", (i + f) / n_passes)
-        )
-        extra_points.append(more[0])
-        t_queries += t_more
-    if n_passes > 1:
-        fm.reseed_decoder(config.decoder_seed)
-    timings["extract"] = time.perf_counter() - t0
-    timings["extract_queries"] = t_queries
-
-    t0 = time.perf_counter()
-    report("grtd", 0.0)
-    other = tuple(v for v in GRTD_VARIANTS if v != config.grtd_variant)
-    grtd_dev = dev if dev.startswith("cuda") else None  # exact MST on the GPU when present
-    runs = [
-        grtd_fn(
-            {s: feats[s] for s in grtd_stages}, plan.labels, lam=config.lam, quantile=config.quantile,
-            stages=grtd_stages, device=grtd_dev, variant=config.grtd_variant, extra_variants=other,
-        )
-        for feats in [point_feats, *extra_points]
-    ]
-    g = runs[0]
-    grtd_value = math.fsum(r.value for r in runs) / len(runs)
-    grtd_per_stage = {s: math.fsum(r.per_stage[s] for r in runs) / len(runs) for s in grtd_stages}
-    grtd_variants = {v: math.fsum(r.variants[v] for r in runs) / len(runs) for v in g.variants}
-    timings["grtd"] = time.perf_counter() - t0
-    report("grtd", 1.0)
-
-    t0 = time.perf_counter()
-    report("lbtc", 0.0)
-    lb = lbtc_fn(patch_feats, patch_labels, patch_mask, stages=lbtc_stages)
-    timings["lbtc"] = time.perf_counter() - t0
-    report("lbtc", 1.0)
-
-    baselines: dict[str, float] = {}
-    base_diag: dict[str, Any] = {}
-    t0 = time.perf_counter()
-    if config.baselines:
-        report("baselines", 0.0)
-        baselines, base_diag = score_all_with_diagnostics(point_feats[base_stage], plan.labels, plan.case, seed=config.seed)
-    timings["baselines"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-
-    classes, counts = np.unique(plan.labels, return_counts=True)
-    diagnostics = {
-        "device": dev,
-        "autocast": "bf16" if dev.startswith("cuda") else "fp32",
-        "n_cases": len(cases),
-        "n_points": len(plan),
-        "points_per_class": {int(c): int(n) for c, n in zip(classes, counts)},
-        "n_anchors": len(anchors),
-        "n_boundary_voxels": anchors.n_boundary_voxels,
-        "patches_used": dict(lb.patches_used),
-        "patches_skipped": dict(lb.patches_skipped),
-        "grtd_stages": grtd_stages,
-        "lbtc_stages": lbtc_stages,
-        "baseline_stage": base_stage,
-        "baselines_omitted": base_diag.get("omitted", {}),
-        "preprocessing": fm.preprocessing.model_dump(mode="json"),
-        "decoder": {"init": fm.decoder_init, "seed": fm.decoder_seed},
-        "extraction": per_case,
-    }
-    load_report = fm.load_report.to_dict()
-    stages = [s.to_dict() for s in fm.stages]
-    timings["finish"] = time.perf_counter() - t0
+    features, per_case = _gather_features(loaded, cases, config, batch_size, report, timer)
+    scores = _score(features, config, dev, report, timer)
+    with timer("finish"):
+        diagnostics = _diagnostics(loaded, features, scores, per_case, dev)
+        load_report = loaded.fm.load_report.to_dict()
+        stages = [s.to_dict() for s in loaded.fm.stages]
+    timings = timer.seconds
     timings["total"] = time.perf_counter() - t_start
     report("baselines", 1.0)
+    lb = scores.lbtc
     return ModelScoreResult(
-        grtd=float(grtd_value),
+        grtd=float(scores.grtd),
         lbtc=float(lb.value),
-        per_stage={"grtd": grtd_per_stage, "lbtc": dict(lb.per_stage)},
-        baselines=baselines,
+        per_stage={"grtd": scores.grtd_mean("per_stage"), "lbtc": dict(lb.per_stage)},
+        baselines=scores.baselines,
         diagnostics=diagnostics,
         timings=timings,
         load_report=load_report,
@@ -359,18 +449,14 @@ def score_model(
         stages=stages,
         details={
             "grtd": {
-                **g.to_dict(),
+                **scores.grtd_runs[0].to_dict(),
                 "variant": config.grtd_variant,
-                "variants": grtd_variants,
-                "n_decoders": n_passes,
-                "per_decoder": [r.variants for r in runs],
+                "variants": scores.grtd_mean("variants"),
+                "n_decoders": config.n_decoders,
+                "per_decoder": [r.variants for r in scores.grtd_runs],
             },
             "lbtc": {"mean_leakage": dict(lb.mean_leakage)},
-            "baselines": _jsonable(base_diag),
+            "baselines": _jsonable(scores.baseline_details),
         },
-        features=GatheredFeatures(
-            points=point_feats, labels=plan.labels, case=plan.case, patches=patch_feats, patch_labels=patch_labels,
-            patch_mask=patch_mask, grtd_stages=grtd_stages, lbtc_stages=lbtc_stages, baseline_stage=base_stage,
-            extra_decoder_points=extra_points,
-        ) if keep_features else None,
+        features=features if keep_features else None,
     )

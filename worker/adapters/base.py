@@ -311,6 +311,39 @@ def check_declared_stages(declared: Sequence[StageSpec], measured: Sequence[Stag
             )
 
 
+def build_feature_model(
+    encoder: nn.Module,
+    measured: Sequence[StageInfo],
+    declared: Sequence[StageSpec],
+    *,
+    load_report: LoadReport,
+    preprocessing: PreprocessingSpec | None,
+    in_channels: int,
+    decoder_init: DecoderInit,
+    decoder_seed: int,
+    device: str | torch.device,
+) -> FeatureModel:
+    """Every adapter's last step: stages the spec declares are checked against the measured ones
+    and named after them, the preprocessing is told the input channels, and the model is built."""
+    stages = list(measured)
+    if declared:
+        check_declared_stages(declared, stages)
+        stages = [StageInfo(d.name, m.channels, m.stride, "encoder") for d, m in zip(declared, stages)]
+    prep = preprocessing
+    if prep is not None and prep.in_channels != in_channels:
+        prep = prep.model_copy(update={"in_channels": in_channels})
+    return FeatureModel(
+        encoder,
+        stages,
+        load_report=load_report,
+        preprocessing=prep,
+        in_channels=in_channels,
+        decoder_init=decoder_init,
+        decoder_seed=decoder_seed,
+        device=device,
+    )
+
+
 def repeat_in_channels(w: torch.Tensor, target: int) -> torch.Tensor:
     """nnU-Net fine-tuning's rule for a 1-channel stem on C-channel input: repeat, divide by C."""
     return w.repeat(1, target, *([1] * (w.ndim - 2))) / target

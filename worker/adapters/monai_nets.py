@@ -27,9 +27,8 @@ from worker.adapters.base import (
     LoadReport,
     ModelLoadError,
     StageEncoder,
-    StageInfo,
     as_state_dict,
-    check_declared_stages,
+    build_feature_model,
     dig,
     measure_stages,
     repeat_in_channels,
@@ -224,20 +223,9 @@ def _load_monai_weights(
         k = family.dry_run_multiple
         dry = (k * div[0], k * div[1], k * div[2])
     measured = measure_stages(encoder, target_in, dry)
-    if spec.encoder_stages():
-        check_declared_stages(spec.encoder_stages(), measured)
-        measured = [StageInfo(d.name, m.channels, m.stride, "encoder") for d, m in zip(spec.encoder_stages(), measured)]
-    if prep is not None and prep.in_channels != target_in:
-        prep = prep.model_copy(update={"in_channels": target_in})
-    return FeatureModel(
-        encoder,
-        measured,
-        load_report=report,
-        preprocessing=prep,
-        in_channels=target_in,
-        decoder_init=decoder_init,
-        decoder_seed=decoder_seed,
-        device=device,
+    return build_feature_model(
+        encoder, measured, spec.encoder_stages(), load_report=report, preprocessing=prep, in_channels=target_in,
+        decoder_init=decoder_init, decoder_seed=decoder_seed, device=device,
     )
 
 

@@ -30,7 +30,7 @@ from worker.adapters.base import (
     ModelLoadError,
     StageInfo,
     as_state_dict,
-    check_declared_stages,
+    build_feature_model,
     measure_stages,
     repeat_in_channels,
     safe_torch_load,
@@ -240,24 +240,13 @@ def load_nnssl(
         raise measured
     if measured is None:  # an op without a meta kernel: measure on the loaded weights
         measured = measure_stages(encoder, target_in, [2 * c for c in coarse])
-    if spec.encoder_stages():
-        check_declared_stages(spec.encoder_stages(), measured)
-        measured = [StageInfo(d.name, m.channels, m.stride, "encoder") for d, m in zip(spec.encoder_stages(), measured)]
     if prep is None:
         prep = plan_preprocessing(plan, target_in)
         if prep is not None:
             report.notes.append("preprocessing taken from the adaptation plan")
-    elif prep.in_channels != target_in:
-        prep = prep.model_copy(update={"in_channels": target_in})
-    return FeatureModel(
-        encoder,
-        measured,
-        load_report=report,
-        preprocessing=prep,
-        in_channels=target_in,
-        decoder_init=decoder_init,
-        decoder_seed=decoder_seed,
-        device=device,
+    return build_feature_model(
+        encoder, measured, spec.encoder_stages(), load_report=report, preprocessing=prep, in_channels=target_in,
+        decoder_init=decoder_init, decoder_seed=decoder_seed, device=device,
     )
 
 

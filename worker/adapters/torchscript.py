@@ -20,8 +20,7 @@ from worker.adapters.base import (
     FeatureModel,
     LoadReport,
     ModelLoadError,
-    StageInfo,
-    check_declared_stages,
+    build_feature_model,
     measure_stages,
     sha256_file,
 )
@@ -88,19 +87,9 @@ def load_torchscript(
         raise ModelLoadError("missing_preprocessing", "a TorchScript model needs preprocessing (spacing, patch size) in its spec")
     target_in = int(in_channels or prep.in_channels)
     measured = measure_stages(encoder, target_in, prep.patch_size)
-    check_declared_stages(declared, measured)
-    stages = [StageInfo(d.name, m.channels, m.stride, "encoder") for d, m in zip(declared, measured)]
     report = LoadReport(format="torchscript", sha256=sha, loaded=sorted(module.state_dict().keys()))
     report.notes.append(f"strides verified by a dry run on {tuple(prep.patch_size)}")
-    if prep.in_channels != target_in:
-        prep = prep.model_copy(update={"in_channels": target_in})
-    return FeatureModel(
-        encoder,
-        stages,
-        load_report=report,
-        preprocessing=prep,
-        in_channels=target_in,
-        decoder_init=decoder_init,
-        decoder_seed=decoder_seed,
-        device=device,
+    return build_feature_model(
+        encoder, measured, declared, load_report=report, preprocessing=prep, in_channels=target_in,
+        decoder_init=decoder_init, decoder_seed=decoder_seed, device=device,
     )
