@@ -15,14 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models_registry.db import make_engine, make_sessionmaker
 from models_registry.jobs import refresh_job
+from models_registry.scores import find_score, store_score
 from models_registry.specs import ModelSpec
-from models_registry.tables import TERMINAL_ITEM, Model, ModelScore, PilotSet, RankingItem, RankingJob, utcnow
+from models_registry.tables import TERMINAL_ITEM, Model, PilotSet, RankingItem, RankingJob, utcnow
 from toporank.settings import Settings, get_settings
 from transferability.config import SCORING_CODE_VERSION, ScoringConfig
 from worker.celery_app import app
@@ -132,14 +131,6 @@ def _finish_item(s: Session, item: RankingItem, status: str, **fields: Any) -> N
     s.commit()
 
 
-def _existing_score(s: Session, pilot_set_id: str, model_id: str, config_hash: str) -> ModelScore | None:
-    return s.scalar(
-        select(ModelScore).where(
-            ModelScore.pilot_set_id == pilot_set_id, ModelScore.model_id == model_id, ModelScore.config_hash == config_hash
-        )
-    )
-
-
 class _Progress:
     """Throttled progress writer; raises TaskCancelled once the ranking is cancelled."""
 
@@ -176,7 +167,7 @@ def score_item_impl(ctx: WorkerContext, item_id: str) -> str:
         if job.cancel_requested:
             _finish_item(s, item, "cancelled")
             return "cancelled"
-        score = _existing_score(s, job.pilot_set_id, item.model_id, job.config_hash)
+        score = find_score(s, job.pilot_set_id, item.model_id, job.config_hash)
         if score is not None:
             _finish_item(s, item, "succeeded", score_id=score.id, reused=True, progress=1.0)
             return "succeeded"
@@ -216,31 +207,22 @@ def score_item_impl(ctx: WorkerContext, item_id: str) -> str:
         if status != "succeeded":
             _finish_item(s, item, status, **fields)
             return status
-        result: dict[str, Any] = fields["result"]
-        row = ModelScore(
+        row = store_score(
+            s,
             pilot_set_id=ps_id,
             model_id=model_id,
             config_hash=config_hash,
             config={**config_json, "checkpoint_sha256": sha, "code_version": SCORING_CODE_VERSION,
                     "preprocessing": spec_json.get("preprocessing")},
-            grtd=float(fields["grtd"]),
-            lbtc=float(fields["lbtc"]),
-            baselines=result.get("baselines") or {},
-            result=result,
-            timings=result.get("timings") or {},
             checkpoint_sha256=sha,
             code_version=SCORING_CODE_VERSION,
+            grtd=fields["grtd"],
+            lbtc=fields["lbtc"],
+            result=fields["result"],
         )
-        s.add(row)
-        try:
-            s.flush()
-        except IntegrityError:  # a duplicate delivery stored it first
-            s.rollback()
-            item = s.get(RankingItem, item_id)
-            assert item is not None
-            row = _existing_score(s, ps_id, model_id, config_hash)  # type: ignore[assignment]
-            if row is None:
-                raise
+        item = s.get(RankingItem, item_id)  # reloaded: storing may have rolled back a duplicate
+        if item is None:
+            return "gone"
         _finish_item(s, item, "succeeded", score_id=row.id, progress=1.0, stage="done")
         return "succeeded"
 

@@ -20,6 +20,7 @@ from app.schemas import FusionParams, RankingIn
 from app.serialize import ranking_dict
 from app.services.lookups import owned_pilot_set
 from models_registry.jobs import refresh_job
+from models_registry.scores import score_ids_by_model
 from models_registry.tables import TERMINAL_JOB, Evaluation, Model, ModelScore, PilotSet, RankingItem, RankingJob, utcnow
 from transferability.config import ScoringConfig
 from transferability.fusion import resolve_fusion
@@ -103,13 +104,7 @@ def _new_job(session: Session, tenant: str, ps: PilotSet, body: RankingIn, confi
         idempotency_key=key,
         request_hash=body_hash,
     )
-    existing_scores = dict(
-        session.execute(
-            select(ModelScore.model_id, ModelScore.id).where(
-                ModelScore.pilot_set_id == ps.id, ModelScore.config_hash == config_hash, ModelScore.model_id.in_(body.model_ids)
-            )
-        ).all()
-    )
+    existing_scores = score_ids_by_model(session, ps.id, config_hash, body.model_ids)
     now = utcnow()
     for pos, mid in enumerate(body.model_ids):
         item = RankingItem(model_id=mid, position=pos, status="queued", progress=0.0, attempts=0, reused=False)
