@@ -122,11 +122,14 @@ def _gpu_weight(x: np.ndarray, variant: str, device: str = "cuda") -> float:
     """The public GPU pipeline of `mst_weight(x, device='cuda')` with the Boruvka variant chosen."""
     import math
 
+    from bench.mst_dense import boruvka_edges_dense
     from transferability._validation import as_points
     from transferability.mst import _canonical, boruvka_edges_torch, edge_lengths
 
     pts = as_points(x)
-    edges = boruvka_edges_torch(pts, device, "float32", variant=variant)  # type: ignore[arg-type]
+    if variant not in ("topk", "dense"):
+        raise ValueError(f"variant must be 'topk' or 'dense', got {variant!r}")
+    edges = (boruvka_edges_dense if variant == "dense" else boruvka_edges_torch)(pts, device, "float32")
     return math.fsum(_canonical(edges, edge_lengths(pts, edges))[1].tolist())
 
 
@@ -140,15 +143,8 @@ def _gpu_mst_run(n: int, device: str = "cuda") -> dict[str, Any]:
     import torch
 
     from transferability._validation import as_points
-    from transferability.mst import (
-        _canonical,
-        boruvka_edges_from_sq,
-        boruvka_edges_from_sq_dense,
-        mst_weight,
-        torch_edge_lengths,
-        torch_squared_distances,
-        torch_squared_distances_strips,
-    )
+    from bench.mst_dense import boruvka_edges_from_sq_dense, torch_squared_distances_strips
+    from transferability.mst import _canonical, boruvka_edges_from_sq, mst_weight, torch_edge_lengths, torch_squared_distances
 
     def sync_timed(fn: Callable[[], Any], reps: int) -> tuple[list[float], Any]:
         def run() -> Any:

@@ -108,10 +108,24 @@ def fuse(
     b: float = DEFAULT_B,
     alpha: float | None = None,
 ) -> FusionResult:
-    """S_m = α N(GRTD_m) + (1 - α) N(LBTC_m) over the models given, ranked descending.
+    """S_m = α N(GRTD_m) + (1 - α) N(LBTC_m) over the models given, ranked descending (metrics.md §5).
 
-    `scores` maps model id -> (GRTD, LBTC), both higher-is-better. `alpha` pins the gate. Ties in S
-    are ordered by model id (ids must be mutually comparable, e.g. all str).
+    Parameters
+    ----------
+    scores : mapping of model id to (float, float)
+        (GRTD, LBTC) per model, both higher-is-better; N is min-max over these models only.
+    num_foreground_classes : int
+        K of the task, which gates the fusion: α = sigmoid(a (ln K - b)).
+    a, b : float, default DEFAULT_A and DEFAULT_B
+        Slope and centre of the gate.
+    alpha : float in [0, 1], optional
+        Pins α instead of the gate.
+
+    Returns
+    -------
+    FusionResult
+        The models by rank with raw, normalised and fused scores, and the α used. Ties in S are
+        ordered by model id (ids must be mutually comparable, e.g. all str).
     """
     if not isinstance(scores, Mapping) or len(scores) == 0:
         raise ValueError("scores must be a non-empty mapping of model id -> (grtd, lbtc)")

@@ -18,17 +18,18 @@ blocks raised in place.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from transferability._base import resolve_device
+from transferability._order_stats import distance_quantile, torch_distance_quantile
 from transferability._validation import as_labels, as_points
 from transferability.mst import (
     Precision,
-    _resolve_device,
     boruvka_edges_from_sq,
     edge_lengths,
     prim_edges,
@@ -37,8 +38,6 @@ from transferability.mst import (
 )
 
 _ROWS = 256  # rows per chunk when scanning the distance buffer
-_BUCKET_BITS = 20  # histogram resolution of the order-statistic search
-_TORCH_SCAN = 1 << 24  # matrix entries per chunk in the torch order-statistic scans
 
 VARIANTS = ("contracted", "penalised")
 """GRTD variants: "contracted" (metrics.md §3, the default) and "penalised" (§3a)."""
@@ -96,71 +95,6 @@ class GRTDResult:
         }
 
 
-def _upper_bits(block: NDArray[Any]) -> NDArray[np.uint64]:
-    """Order-preserving integer keys of non-negative floats (sign bit cleared so -0.0 == +0.0)."""
-    if block.dtype == np.float32:
-        return (block.view(np.uint32) & np.uint32(0x7FFFFFFF)).astype(np.uint64)
-    return block.view(np.uint64) & np.uint64(0x7FFFFFFFFFFFFFFF)
-
-
-def _upper_chunks(sq: NDArray[Any]) -> Iterator[NDArray[Any]]:
-    """Yield the strict upper triangle of a square matrix as 1-D chunks (row blocks)."""
-    n = sq.shape[0]
-    for r0 in range(0, n, _ROWS):
-        r1 = min(n, r0 + _ROWS)
-        tri = sq[r0:r1, r0:r1][np.triu_indices(r1 - r0, 1)]
-        rect = sq[r0:r1, r1:].ravel()
-        yield np.concatenate([tri, rect])
-
-
-def upper_order_statistics(sq: NDArray[Any], ranks: Sequence[int]) -> NDArray[np.float64]:
-    """Values at 0-based `ranks` of the sorted strict upper triangle of non-negative `sq`.
-
-    Two passes over the matrix and no condensed copy: a histogram of the top bits of each value's
-    order-preserving integer key, then an exact selection inside the buckets holding the ranks.
-    """
-    nbits = 32 if sq.dtype == np.float32 else 64
-    shift = np.uint64(nbits - 1 - _BUCKET_BITS)
-    hist = np.zeros(1 << _BUCKET_BITS, dtype=np.int64)
-    for chunk in _upper_chunks(sq):
-        hist += np.bincount((_upper_bits(chunk) >> shift).astype(np.intp), minlength=hist.size)
-    cum = np.cumsum(hist)
-    m = int(cum[-1])
-    if any(not 0 <= r < m for r in ranks):
-        raise ValueError(f"ranks must lie in [0, {m})")
-    bucket = {r: int(np.searchsorted(cum, r, side="right")) for r in ranks}
-    local = {r: r - (int(cum[bucket[r] - 1]) if bucket[r] > 0 else 0) for r in ranks}
-    wanted = np.array(sorted(set(bucket.values())), dtype=np.uint64)
-    pools: dict[int, list[NDArray[Any]]] = {int(b): [] for b in wanted}
-    for chunk in _upper_chunks(sq):
-        keys = _upper_bits(chunk) >> shift
-        for b in wanted:
-            hit = keys == b
-            if hit.any():
-                pools[int(b)].append(chunk[hit])
-    merged = {b: np.concatenate(p).astype(np.float64) for b, p in pools.items()}
-    for b, pool in merged.items():
-        pool.partition(sorted({local[r] for r in ranks if bucket[r] == b}))
-    return np.array([merged[bucket[r]][local[r]] for r in ranks], dtype=np.float64)
-
-
-def _lerp(lo: float, hi: float, t: float) -> float:
-    """numpy.quantile's linear interpolation, evaluated the same way numpy evaluates it."""
-    diff = hi - lo
-    return hi - diff * (1.0 - t) if t >= 0.5 else lo + diff * t
-
-
-def distance_quantile(sq: NDArray[Any], scale: float, quantile: float) -> float:
-    """`numpy.quantile(condensed distances, quantile)` (linear) from a squared-distance buffer."""
-    n = sq.shape[0]
-    m = n * (n - 1) // 2
-    h = (m - 1) * quantile
-    lo = int(math.floor(h))
-    hi = min(lo + 1, m - 1)
-    v_lo, v_hi = np.sqrt(upper_order_statistics(sq, [lo, hi])) * scale
-    return _lerp(float(v_lo), float(v_hi), h - lo)
-
-
 def _block_argmin(sq: NDArray[Any], r0: int, r1: int, c0: int, c1: int) -> tuple[int, int]:
     """(row, col) of the smallest entry of sq[r0:r1, c0:c1]; ties -> lowest row, then column."""
     best_val, best = np.inf, (r0, c0)
@@ -191,59 +125,6 @@ def _dense_prim_weight(w: NDArray[np.float64]) -> float:
         in_tree[u] = True
         key = np.minimum(key, w[u])
     return math.fsum(chosen)
-
-
-def _torch_order_statistics(sq: Any, ranks: Sequence[int]) -> NDArray[np.float64]:
-    """Values at 0-based `ranks` of the sorted entries of a non-negative torch matrix (on its device).
-
-    The torch twin of `upper_order_statistics` (histogram of the top key bits, then an exact sort
-    inside the buckets holding the ranks), over every entry: multi-block on a GPU, where
-    `torch.kthvalue` on one huge row runs in a single block.
-    """
-    import torch
-
-    if sq.dtype == torch.float32:
-        itype, nbits, mask = torch.int32, 32, 0x7FFFFFFF
-    else:
-        itype, nbits, mask = torch.int64, 64, 0x7FFFFFFFFFFFFFFF
-    shift = nbits - 1 - _BUCKET_BITS
-    flat = sq.reshape(-1)
-    chunks = [flat[c0 : c0 + _TORCH_SCAN] for c0 in range(0, flat.numel(), _TORCH_SCAN)]
-
-    def bucket_of(chunk: Any) -> Any:
-        return ((chunk.view(itype) & mask) >> shift).long()  # sign bit cleared: -0.0 sorts as +0.0
-
-    hist = torch.zeros(1 << _BUCKET_BITS, dtype=torch.int64, device=sq.device)
-    for chunk in chunks:
-        hist += torch.bincount(bucket_of(chunk), minlength=hist.numel())
-    cum = torch.cumsum(hist, 0).cpu().numpy()
-    m = int(cum[-1])
-    if any(not 0 <= r < m for r in ranks):
-        raise ValueError(f"ranks must lie in [0, {m})")
-    bucket = {r: int(np.searchsorted(cum, r, side="right")) for r in ranks}
-    local = {r: r - (int(cum[bucket[r] - 1]) if bucket[r] > 0 else 0) for r in ranks}
-    pools: dict[int, list[Any]] = {b: [] for b in set(bucket.values())}
-    for chunk in chunks:
-        keys = bucket_of(chunk)
-        for b, pool in pools.items():
-            pool.append(chunk[keys == b])
-    merged = {b: torch.sort(torch.cat(p).double()).values.cpu().numpy() for b, p in pools.items()}
-    return np.array([merged[bucket[r]][local[r]] for r in ranks], dtype=np.float64)
-
-
-def _torch_distance_quantile(sq: Any, scale: float, quantile: float) -> float:
-    """`numpy.quantile(condensed distances, quantile)` (linear) from a symmetric torch buffer.
-
-    `sq` is bitwise symmetric with a +inf diagonal, so its sorted entries are the condensed
-    distances each repeated twice, then the N infinities: condensed rank r is entry rank 2 r.
-    """
-    n = sq.shape[0]
-    m = n * (n - 1) // 2
-    h = (m - 1) * quantile
-    lo = int(math.floor(h))
-    hi = min(lo + 1, m - 1)
-    v_lo, v_hi = np.sqrt(_torch_order_statistics(sq, [2 * lo, 2 * hi])) * scale
-    return _lerp(float(v_lo), float(v_hi), h - lo)
 
 
 def _torch_class_bridges(sq: Any, starts: NDArray[np.int64], ends: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -280,7 +161,7 @@ def _torch_stage(
     in place to (λ q / scale)² and Boruvka runs again on it; otherwise the last item is None.
     """
     sq, scale = torch_squared_distances(x, device, precision)
-    q = _torch_distance_quantile(sq, scale, quantile)
+    q = torch_distance_quantile(sq, scale, quantile)
     if not q > 0.0:
         raise ValueError("the distance quantile is 0: the features do not vary across the sampled points")
     bridges = _torch_class_bridges(sq, starts, ends)
@@ -308,7 +189,7 @@ def _stage_device(device: Any, backend: str | None) -> Any:
     if backend == "numpy":
         return None
     is_cpu = device is None or str(device) == "cpu"
-    dev = None if is_cpu else _resolve_device(device)
+    dev = None if is_cpu else resolve_device(device)
     if dev is not None and dev.type == "cpu":
         dev = None
     if dev is None and backend == "torch":
@@ -493,11 +374,33 @@ def grtd(
     variant: str = "contracted",
     extra_variants: str | Sequence[str] = (),
 ) -> GRTDResult:
-    """Mean GRTD over `stages` (default: every stage given) of features sampled at the same points.
+    """Mean GRTD over `stages` of features sampled at the same points (metrics.md §3, §3a).
 
-    `device` / `backend` pick the MST path as in `grtd_stage_details` (None: numpy on the CPU).
-    `.value` and `.per_stage` are `variant`; `.variants` has the stage mean of it and of every
-    one of `extra_variants`, all from one distance buffer per stage.
+    Parameters
+    ----------
+    stage_features : mapping of str to array-like of shape (N, D_stage)
+        Features per stage at the same N points, in the same order as `labels`.
+    labels : array-like of shape (N,)
+        Integer class of each point; at least two classes.
+    lam : float, default=1.0
+        λ, the cost floor of an inter-class step in the label graph.
+    quantile : float, default=0.9
+        Quantile q of the pairwise distances that normalises them (d̂ = d / q).
+    stages : sequence of str, optional
+        Stages to average; default every stage given.
+    precision : {"float32", "float64"}, default="float32"
+        Storage of the squared-distance buffer (edge lengths are re-measured in float64).
+    device, backend : optional
+        The MST path, as in `grtd_stage_details`; None runs numpy on the CPU.
+    variant : {"contracted", "penalised"}, default="contracted"
+        The variant in `.value` and `.per_stage`: §3 as written, or §3a.
+    extra_variants : str or sequence of str, default=()
+        Further variants computed from the same distance buffers, reported in `.variants`.
+
+    Returns
+    -------
+    GRTDResult
+        `.value` (stage mean, <= 0, higher is better), `.per_stage`, `.variants` and per-stage details.
     """
     wanted = _check_variants(variant, extra_variants)
     if not isinstance(stage_features, Mapping) or len(stage_features) == 0:

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from transferability.mst import _blas_single_thread, _run_tasks, _workers, batched_prim_edges
+from transferability._base import blas_single_thread, run_tasks, worker_count
+from transferability.mst import batched_prim_edges
 
 _ANCHOR_CHUNK = 128  # patches per batch (one task): bounds the (chunk, P, P) float64 distances
 
@@ -172,8 +173,8 @@ def patch_leakages(
 
     # Chunks are independent (disjoint rows of `out`): our threads, single-threaded BLAS for the
     # many small per-patch products (a multi-threaded BLAS call per tiny product stalls under load).
-    with _blas_single_thread():
-        _run_tasks(run, list(range(0, idx.size, _ANCHOR_CHUNK)), _workers())
+    with blas_single_thread():
+        run_tasks(run, list(range(0, idx.size, _ANCHOR_CHUNK)), worker_count())
     return out
 
 
@@ -208,9 +209,27 @@ def lbtc(
 ) -> LBTCResult:
     """LBTC over stages from batched patches (metrics.md §4).
 
-    `patch_features[e]` is (A, P, D) for stage e; `patch_labels` and `mask` are (A, P), per stage
-    (a mapping) or shared; the mask (True = in volume, see `sampling.patch_grid`) drops points.
-    Raises ValueError when a stage has no patch with two labels (its LBTC is undefined).
+    Parameters
+    ----------
+    patch_features : mapping of str to array-like of shape (A, P, D_stage)
+        Features of the P points of each of the A anchor patches, per stage.
+    patch_labels : mapping of str to array-like of shape (A, P), or one such array
+        Class of each patch point, per stage or shared by every stage.
+    mask : mapping or array-like of shape (A, P), optional
+        True where a patch point lies in the volume (`sampling.patch_grid`); others are dropped.
+    stages : list of str, optional
+        Stages to average; default every stage given.
+
+    Returns
+    -------
+    LBTCResult
+        `.value` in [0, 1] (1 - mean leakage of the local MSTs across class boundaries; higher is
+        better), `.per_stage`, and the patches used and skipped per stage.
+
+    Raises
+    ------
+    ValueError
+        When a stage has no patch with two labels (its LBTC is undefined).
     """
     if not isinstance(patch_features, Mapping) or len(patch_features) == 0:
         raise ValueError("patch_features must be a non-empty mapping of stage name -> (A, P, D) features")

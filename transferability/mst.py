@@ -10,16 +10,13 @@ graph that would read 0 as "no edge".
 from __future__ import annotations
 
 import math
-import os
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from transferability._base import blas_single_thread, resolve_device, run_tasks, worker_count
 from transferability._validation import as_points
 
 Precision = Literal["float32", "float64"]
@@ -33,24 +30,6 @@ _RATIO = 8.0
 _TORCH_ROWS = 4096  # rows per chunk in the torch Boruvka sweep (bounds an (rows, N) temporary)
 _TORCH_TILE = 4096  # tile side in the torch distance build (bounds a float64 (tile, tile) temporary)
 _TOPK = 16  # candidates kept per row by the torch Boruvka (0: only the exact cheapest edge)
-
-
-_BLAS_CONTROLLER: Any = None
-
-
-@contextmanager
-def _blas_single_thread() -> Iterator[None]:
-    """Limit BLAS to one thread inside the block (threadpoolctl), restoring it afterwards."""
-    global _BLAS_CONTROLLER
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - scikit-learn (a core dependency) brings threadpoolctl
-        yield
-        return
-    if _BLAS_CONTROLLER is None:
-        _BLAS_CONTROLLER = ThreadpoolController()
-    with _BLAS_CONTROLLER.limit(limits=1, user_api="blas"):
-        yield
 
 
 def _dtype(precision: str) -> np.dtype:
@@ -81,25 +60,6 @@ def _mirror_rows(t: NDArray[Any], r0: int, upper: NDArray[np.bool_]) -> None:
     for c0 in range(r1, n, _BLOCK):
         c1 = min(n, c0 + _BLOCK)
         t[r0:r1, c0:c1] = t[c0:c1, r0:r1].T
-
-
-def _workers() -> int:
-    """Threads for the buffer build: the CPUs this process may run on (capped at 16)."""
-    try:
-        return max(1, min(16, len(os.sched_getaffinity(0))))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, min(16, os.cpu_count() or 1))
-
-
-def _run_tasks(fn: Callable[[int], None], starts: list[int], workers: int) -> None:
-    """Run fn(start) for every start, on `workers` threads pulling from one queue (dynamic)."""
-    if workers <= 1 or len(starts) <= 1:
-        for s0 in starts:
-            fn(s0)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for _ in pool.map(fn, starts):
-            pass
 
 
 def _strip_to_sq(
@@ -167,18 +127,18 @@ def squared_distance_buffer(points: NDArray[np.float64], precision: Precision = 
         r1 = min(n, r0 + _BLOCK)
         np.matmul(work[r0:r1], neg2[:r1].T, out=t[r0:r1, :r1])
 
-    workers = _workers()
+    workers = worker_count()
     # Many small single-threaded BLAS calls on our own threads instead of one multi-threaded BLAS:
     # no barrier per call, so a core taken by another process stalls one strip, not every call.
-    with _blas_single_thread():
-        _run_tasks(gemm, big_first, workers)
+    with blas_single_thread():
+        run_tasks(gemm, big_first, workers)
         norms = np.diagonal(t).copy() * dtype.type(-0.5)  # the product's own diagonal
         top = float(norms.max())
-        _run_tasks(
+        run_tasks(
             lambda r0: _strip_to_sq(t, r0, min(n, r0 + _BLOCK), norms, top, work64, norms64), big_first, workers
         )
     upper = np.triu(np.ones((_BLOCK, _BLOCK), dtype=bool), 1)
-    _run_tasks(lambda r0: _mirror_rows(t, r0, upper), starts, workers)
+    run_tasks(lambda r0: _mirror_rows(t, r0, upper), starts, workers)
     return t, scale
 
 
@@ -230,22 +190,6 @@ def _canonical(edges: NDArray[np.int64], weights: NDArray[np.float64]) -> tuple[
     return np.stack([lo[order], hi[order]], axis=1), weights[order]
 
 
-def _resolve_device(device: Any) -> Any:
-    """None -> numpy path; 'auto' -> CUDA when torch sees one, else numpy; anything else -> torch."""
-    if device is None:
-        return None
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - torch is installed in every environment we ship
-        raise ValueError(f"device={device!r} needs torch, which is not installed") from exc
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda") if torch.cuda.is_available() else None
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} asked for CUDA, but torch sees no CUDA device")
-    return dev
-
-
 def mst_edges(
     points: ArrayLike, device: Any = None, precision: Precision = "float32"
 ) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
@@ -256,7 +200,7 @@ def mst_edges(
     """
     x = as_points(points)
     _dtype(precision)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     if dev is None:
         sq, _ = squared_distance_buffer(x, precision)
         edges = prim_edges(sq)
@@ -268,7 +212,22 @@ def mst_edges(
 
 
 def mst_weight(points: ArrayLike, device: Any = None, precision: Precision = "float32") -> float:
-    """Total Euclidean MST weight of an (N, D) array, exact (float64, fsum) for the tree found."""
+    """Total Euclidean MST weight of a point cloud, exact (float64, fsum) for the tree found.
+
+    Parameters
+    ----------
+    points : array-like of shape (N, D)
+        The points; duplicates are real zero-length edges.
+    device : None, "auto" or a torch device, optional
+        None: dense Prim in numpy; "auto": CUDA when present; a device: Boruvka in torch there.
+    precision : {"float32", "float64"}, default="float32"
+        Storage of the squared distances used to find the tree.
+
+    Returns
+    -------
+    float
+        The sum of the N - 1 edge lengths, each re-measured in float64.
+    """
     _, weights = mst_edges(points, device=device, precision=precision)
     return math.fsum(weights.tolist())
 
@@ -354,21 +313,9 @@ def torch_squared_distances(
     return sq, scale
 
 
-def boruvka_edges_torch(
-    points: NDArray[np.float64],
-    device: Any,
-    precision: Precision = "float32",
-    variant: Literal["topk", "dense"] = "topk",
-) -> NDArray[np.int64]:
-    """Boruvka in torch over the squared-distance matrix -> (N-1, 2) tree edges (numpy).
-
-    variant 'topk' (default): tiled distance build + candidate-list Boruvka; 'dense': the previous
-    row-strip build + dense sweeps, kept so that benchmarks can time both in one process.
-    """
-    if variant == "dense":
-        return boruvka_edges_from_sq_dense(torch_squared_distances_strips(points, device, precision)[0])
-    if variant != "topk":
-        raise ValueError(f"variant must be 'topk' or 'dense', got {variant!r}")
+def boruvka_edges_torch(points: NDArray[np.float64], device: Any, precision: Precision = "float32") -> NDArray[np.int64]:
+    """Boruvka in torch over the squared-distance matrix -> (N-1, 2) tree edges (numpy): tiled
+    distance build, then candidate-list Boruvka (`boruvka_edges_from_sq`)."""
     sq, _ = torch_squared_distances(points, device, precision)
     return boruvka_edges_from_sq(sq)
 
@@ -393,7 +340,7 @@ def _sorted_candidates(vals: Any, k: int) -> tuple[Any, Any, Any]:
 def boruvka_edges_from_sq(sq: Any, k: int | None = None, stats: dict[str, Any] | None = None) -> NDArray[np.int64]:
     """Boruvka over a symmetric (N, N) torch weight matrix with +inf diagonal -> (N-1, 2) edges.
 
-    Same tree as `boruvka_edges_from_sq_dense` (edges ordered by (length, lower, higher), a strict
+    Same tree as the dense sweep kept in `bench/mst_dense.py` (edges ordered by (length, lower, higher), a strict
     total order: the MST is unique), with far fewer reads of `sq`. One pass over `sq` gives each
     row its exact cheapest edge (ex_w, ex_j) and its k cheapest entries sorted by (value, column)
     with the k-th value `thresh`. Invariants, since a row's outside set (columns in other
@@ -506,100 +453,6 @@ def boruvka_edges_from_sq(sq: Any, k: int | None = None, stats: dict[str, Any] |
     eids = eids[eids != big].cpu().numpy()
     if eids.size != n - 1:  # pragma: no cover - would mean a bug in the rounds above
         raise RuntimeError(f"Boruvka produced {eids.size} edges for {n} points")
-    return np.stack([eids // n, eids % n], axis=1).astype(np.int64)
-
-
-def torch_squared_distances_strips(points: NDArray[np.float64], device: Any, precision: Precision = "float32") -> tuple[Any, float]:
-    """Previous distance build (row strips + full transposed minimum), kept for comparison.
-
-    Dense (N, N) squared distances as a torch tensor on `device`, and the scale factor.
-
-    Products in float64 (no TF32, no float32 cancellation) on the centred, power-of-two-scaled
-    points, stored in `precision`; true squared distance = scale**2 * sq[i, j]. The matrix is
-    bitwise symmetric and its diagonal is +inf (no self edges).
-    """
-    import torch
-
-    dtype = _dtype(precision)
-    tdtype = torch.float32 if dtype == np.float32 else torch.float64
-    work, scale = _scaled_centred(points, np.dtype(np.float64))
-    n = work.shape[0]
-    dev = torch.device(device)
-    x = torch.from_numpy(work).to(dev)
-    norms = (x * x).sum(dim=1)
-    sq = torch.empty((n, n), dtype=tdtype, device=dev)
-    for r0 in range(0, n, _TORCH_ROWS):
-        r1 = min(n, r0 + _TORCH_ROWS)
-        g = x[r0:r1] @ x.T
-        g.mul_(-2.0).add_(norms[r0:r1, None]).add_(norms[None, :]).clamp_(min=0.0)
-        sq[r0:r1] = g
-        del g
-    sq = torch.minimum(sq, sq.T)  # bitwise symmetric: both triangles must agree on every tie
-    sq.fill_diagonal_(float("inf"))
-    return sq, scale
-
-
-def boruvka_edges_from_sq_dense(sq: Any) -> NDArray[np.int64]:
-    """Previous Boruvka (a dense masked sweep of every row each round), kept for comparison.
-
-    Dense Boruvka over a symmetric (N, N) torch weight matrix with +inf diagonal -> (N-1, 2) edges.
-
-    Edges are compared by (length, lower index, higher index), a strict total order, so the tree is
-    the unique minimum spanning tree under that order and no tie can close a cycle. Each round
-    every component takes its cheapest outgoing edge; about log2(N) rounds of dense sweeps.
-    `sq` is only read.
-    """
-    import torch
-
-    n = sq.shape[0]
-    dev = sq.device
-    tdtype = sq.dtype
-    big = torch.iinfo(torch.int64).max
-    inf = torch.tensor(float("inf"), dtype=tdtype, device=dev)
-    idx = torch.arange(n, device=dev)
-    comp = idx.clone()
-    chosen: list[torch.Tensor] = []
-    n_edges = 0
-    for _round in range(2 * max(1, n).bit_length() + 2):  # each round at least halves the components
-        if n_edges >= n - 1:
-            break
-        best_w = torch.empty(n, dtype=tdtype, device=dev)
-        best_j = torch.empty(n, dtype=torch.int64, device=dev)
-        for r0 in range(0, n, _TORCH_ROWS):
-            r1 = min(n, r0 + _TORCH_ROWS)
-            vals = torch.where(comp[r0:r1, None] == comp[None, :], inf, sq[r0:r1])
-            w, j = vals.min(dim=1)  # documented: the first (lowest) column among tied minima
-            del vals
-            best_w[r0:r1] = w
-            best_j[r0:r1] = j
-        lo = torch.minimum(idx, best_j)
-        hi = torch.maximum(idx, best_j)
-        eid = lo * n + hi
-        comp_w = torch.full((n,), float("inf"), dtype=tdtype, device=dev)
-        comp_w.scatter_reduce_(0, comp, best_w, reduce="amin")
-        eid = torch.where(best_w == comp_w[comp], eid, big)
-        comp_e = torch.full((n,), big, dtype=torch.int64, device=dev)
-        comp_e.scatter_reduce_(0, comp, eid, reduce="amin")
-        roots = torch.nonzero(comp == idx).squeeze(1)
-        picks = comp_e[roots]
-        a, b = picks // n, picks % n
-        other = torch.where(comp[a] == roots, comp[b], comp[a])
-        new = torch.unique(picks)  # a pair of components choosing the same edge adds it once
-        chosen.append(new)
-        n_edges += int(new.numel())
-        hook = idx.clone()
-        hook[roots] = other
-        mutual = (hook[other] == roots) & (roots < other)
-        hook[roots[mutual]] = roots[mutual]
-        while True:
-            nxt = hook[hook]
-            if torch.equal(nxt, hook):
-                break
-            hook = nxt
-        comp = hook[comp]
-    if n_edges != n - 1:  # pragma: no cover - would mean a bug in the rounds above
-        raise RuntimeError(f"Boruvka produced {n_edges} edges for {n} points")
-    eids = torch.cat(chosen).cpu().numpy() if chosen else np.zeros(0, dtype=np.int64)
     return np.stack([eids // n, eids % n], axis=1).astype(np.int64)
 
 

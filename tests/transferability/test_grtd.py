@@ -13,18 +13,9 @@ from hypothesis.extra.numpy import arrays
 from scipy.spatial.distance import pdist, squareform
 from scipy.stats import special_ortho_group
 
-from transferability import grtd as grtd_mod
-from transferability.grtd import (
-    _block_argmin,
-    _torch_class_bridges,
-    _torch_distance_quantile,
-    _torch_order_statistics,
-    distance_quantile,
-    grtd,
-    grtd_stage,
-    grtd_stage_details,
-    upper_order_statistics,
-)
+from transferability import _order_stats as order_stats
+from transferability._order_stats import distance_quantile, torch_distance_quantile, torch_order_statistics, upper_order_statistics
+from transferability.grtd import _block_argmin, _torch_class_bridges, grtd, grtd_stage, grtd_stage_details
 from transferability.mst import mst_edges, squared_distance_buffer, torch_squared_distances
 
 
@@ -299,20 +290,20 @@ def test_torch_order_statistics_equal_numpy_on_the_same_buffer(x: np.ndarray, pr
     t = torch.from_numpy(full)
     m = x.shape[0] * (x.shape[0] - 1) // 2
     ranks = sorted({0, m - 1, m // 2, (m * 9) // 10})
-    np.testing.assert_array_equal(_torch_order_statistics(t, [2 * r for r in ranks]), upper_order_statistics(sq, ranks))
+    np.testing.assert_array_equal(torch_order_statistics(t, [2 * r for r in ranks]), upper_order_statistics(sq, ranks))
     for q in (0.9, 0.5, 1.0):
-        assert _torch_distance_quantile(t, scale, q) == distance_quantile(sq, scale, q)
+        assert torch_distance_quantile(t, scale, q) == distance_quantile(sq, scale, q)
 
 
 def test_torch_scans_in_small_chunks_give_the_same_quantile(monkeypatch: pytest.MonkeyPatch) -> None:
     torch = pytest.importorskip("torch")
     x, _ = make_data(200, 8, seed=11)
     sq, scale = torch_squared_distances(x, torch.device("cpu"), "float32")
-    whole = _torch_distance_quantile(sq, scale, 0.9)
-    monkeypatch.setattr(grtd_mod, "_TORCH_SCAN", 1000)
-    assert _torch_distance_quantile(sq, scale, 0.9) == whole
+    whole = torch_distance_quantile(sq, scale, 0.9)
+    monkeypatch.setattr(order_stats, "_TORCH_SCAN", 1000)
+    assert torch_distance_quantile(sq, scale, 0.9) == whole
     with pytest.raises(ValueError, match="ranks"):
-        _torch_order_statistics(sq, [sq.numel()])
+        torch_order_statistics(sq, [sq.numel()])
 
 
 def test_torch_class_bridges_pick_the_same_pairs_as_numpy() -> None:

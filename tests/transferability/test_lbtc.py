@@ -138,7 +138,7 @@ def test_chunking_and_threads_do_not_change_results(monkeypatch: pytest.MonkeyPa
     whole = patch_leakages(feats, labs)
     monkeypatch.setattr(lbtc_mod, "_ANCHOR_CHUNK", 7)
     np.testing.assert_array_equal(patch_leakages(feats, labs), whole)
-    monkeypatch.setattr(lbtc_mod, "_workers", lambda: 1)
+    monkeypatch.setattr(lbtc_mod, "worker_count", lambda: 1)
     np.testing.assert_array_equal(patch_leakages(feats, labs), whole)
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.spatial.distance import pdist, squareform
 
+from bench import mst_dense
 from transferability import mst
 from transferability.mst import batched_prim_edges, mst_edges, mst_weight
 
@@ -168,7 +169,7 @@ def test_deterministic_bit_identical() -> None:
 def test_result_does_not_depend_on_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
     x = clustered_points(700, 20, seed=8).astype(np.float32)  # > 2 strips, float64 fallback strips too
     many = mst.squared_distance_buffer(x.astype(np.float64), "float32")[0]
-    monkeypatch.setattr(mst, "_workers", lambda: 1)
+    monkeypatch.setattr(mst, "worker_count", lambda: 1)
     one = mst.squared_distance_buffer(x.astype(np.float64), "float32")[0]
     assert one.tobytes() == many.tobytes()
     assert mst_weight(x) == mst_weight(x.copy())
@@ -345,7 +346,7 @@ def test_candidate_boruvka_on_tie_heavy_matrices(data: tuple[np.ndarray, int]) -
     for dtype in (torch.float32, torch.float64):
         sq = torch.from_numpy(full).to(dtype)
         want = kruskal_on_matrix(w)
-        assert _edge_set(mst.boruvka_edges_from_sq_dense(sq)) == want
+        assert _edge_set(mst_dense.boruvka_edges_from_sq_dense(sq)) == want
         assert _edge_set(mst.boruvka_edges_from_sq(sq, k=k)) == want
 
 
@@ -357,7 +358,7 @@ def test_candidate_boruvka_equals_dense_on_the_same_matrix(case: str, k: int) ->
     sq, _ = mst.torch_squared_distances(x, torch.device("cpu"), "float32")
     stats: dict = {}
     got = mst.boruvka_edges_from_sq(sq, k=k, stats=stats)
-    assert _edge_set(got) == _edge_set(mst.boruvka_edges_from_sq_dense(sq))
+    assert _edge_set(got) == _edge_set(mst_dense.boruvka_edges_from_sq_dense(sq))
     assert stats["rounds"] == len(stats["refreshed_rows"]) >= 1
     assert stats["rounds"] > 1 and stats["refreshed_rows"][0] == 0  # round 1 is a plain row minimum
     if k <= 1:  # no list entry is trusted and every row's first edge is now inside: all rows fall back
@@ -372,7 +373,7 @@ def test_candidate_boruvka_fallback_in_small_chunks(monkeypatch: pytest.MonkeyPa
     stats: dict = {}
     got = mst.boruvka_edges_from_sq(sq, k=2, stats=stats)
     assert sum(stats["refreshed_rows"]) > 23
-    assert _edge_set(got) == _edge_set(mst.boruvka_edges_from_sq_dense(sq))
+    assert _edge_set(got) == _edge_set(mst_dense.boruvka_edges_from_sq_dense(sq))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -381,7 +382,7 @@ def test_new_torch_pipeline_agrees_with_previous_and_numpy(case: str) -> None:
     x = CASES[case](500, 9)
     for precision in ("float32", "float64"):
         new = mst.boruvka_edges_torch(x, "cpu", precision)
-        old = mst.boruvka_edges_torch(x, "cpu", precision, variant="dense")
+        old = mst_dense.boruvka_edges_dense(x, "cpu", precision)
         ref_edges, ref_w = mst_edges(x, precision=precision)
         w_new = math.fsum(mst.edge_lengths(x, new).tolist())
         assert w_new == math.fsum(mst.edge_lengths(x, old).tolist()) == pytest.approx(math.fsum(ref_w), rel=1e-12)
@@ -395,19 +396,13 @@ def test_tiled_distance_build_matches_strips_and_is_symmetric(monkeypatch: pytes
     x = clustered_points(230, 7, seed=14)
     for precision in ("float32", "float64"):
         sq, scale = mst.torch_squared_distances(x, torch.device("cpu"), precision)
-        old, old_scale = mst.torch_squared_distances_strips(x, torch.device("cpu"), precision)
+        old, old_scale = mst_dense.torch_squared_distances_strips(x, torch.device("cpu"), precision)
         assert scale == old_scale and sq.dtype == old.dtype
         assert torch.equal(sq, sq.T) and torch.isinf(torch.diagonal(sq)).all()
         off = ~torch.eye(230, dtype=torch.bool)
         np.testing.assert_allclose(sq[off].double().numpy(), old[off].double().numpy(), rtol=1e-6 if precision == "float32" else 1e-12, atol=1e-14)
         assert (sq[off] >= 0).all()
-        assert _edge_set(mst.boruvka_edges_from_sq(sq)) == _edge_set(mst.boruvka_edges_from_sq_dense(old))
-
-
-def test_bad_torch_variant() -> None:
-    pytest.importorskip("torch")
-    with pytest.raises(ValueError, match="variant"):
-        mst.boruvka_edges_torch(random_points(10, 2), "cpu", variant="sparse")  # type: ignore[arg-type]
+        assert _edge_set(mst.boruvka_edges_from_sq(sq)) == _edge_set(mst_dense.boruvka_edges_from_sq_dense(old))
 
 
 def test_device_prep_and_edge_lengths_match_the_host_versions():

@@ -1,4 +1,5 @@
-"""Shared plumbing for the baselines: edge validation and single-threaded BLAS.
+"""Shared plumbing for the baselines: edge validation, single-threaded BLAS, and the private cores
+(LEEP, NCE, the NLEEP mixture) that the public functions and `score_all` both run.
 
 The baselines run many small dense factorisations; on a shared CPU, multi-threaded BLAS on
 such matrices is slower and its reductions may depend on the thread count. Every public
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from sklearn.decomposition import PCA
+from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
 from transferability._validation import as_labels, as_points
@@ -70,3 +73,54 @@ def class_means(
     counts = np.bincount(codes, minlength=n_classes).astype(np.float64)
     sums = one_hot(codes, n_classes).T @ feats
     return sums / counts[:, None], counts
+
+
+PCA_VARIANCE = 0.8
+"""Fraction of variance kept before the NLEEP mixture (google-research's ``pca_reduction``)."""
+COMPONENTS_PER_CLASS = 5
+"""Gaussian components per target class (Li et al. 2021)."""
+
+
+def leep_core(probs: NDArray[np.float64], codes: NDArray[np.int64], n_classes: int) -> float:
+    """LEEP of validated probabilities and class codes (shared by `leep`, `nleep` and `score_all`)."""
+    n = probs.shape[0]
+    joint = one_hot(codes, n_classes).T @ probs / n  # (C, Z): P̂(y, z)
+    marginal = joint.sum(axis=0)  # P̂(z)
+    cond = np.divide(joint, marginal, out=np.zeros_like(joint), where=marginal > 0)  # P̂(y | z)
+    # eep_i = Σ_z θ_iz P̂(y_i | z) >= θ_iz² / n > 0 for the largest θ_iz, so the log is finite.
+    eep = np.einsum("nz,nz->n", probs, cond[codes])
+    return float(np.mean(np.log(eep)))
+
+
+def nce_core(z_codes: NDArray[np.int64], n_source: int, y_codes: NDArray[np.int64], n_classes: int) -> float:
+    """-H(Y | Z) of validated source and target codes (shared by `nce` and `score_all`)."""
+    n = z_codes.size
+    counts = np.bincount(y_codes * n_source + z_codes, minlength=n_classes * n_source)
+    joint = counts.reshape(n_classes, n_source) / n
+    marginal = joint.sum(axis=0)
+    nz = joint > 0
+    cond = joint[nz] / np.broadcast_to(marginal, joint.shape)[nz]
+    return float(np.sum(joint[nz] * np.log(cond)))
+
+
+def fit_gmm(
+    feats: NDArray[np.float64], n_classes: int, seed: int
+) -> tuple[NDArray[np.float64], dict[str, Any]]:
+    """Posteriors of the NLEEP mixture and a summary (PCA dims, components, EM steps, convergence)."""
+    n_components = COMPONENTS_PER_CLASS * n_classes
+    if feats.shape[0] < n_components:
+        raise ValueError(
+            f"NLEEP needs at least {n_components} points for {n_components} mixture components, "
+            f"got {feats.shape[0]}"
+        )
+    if not np.any(np.ptp(feats, axis=0) > 0):
+        raise ValueError("features are constant: PCA/NLEEP undefined")
+    reduced = PCA(n_components=PCA_VARIANCE, svd_solver="full").fit_transform(feats)
+    gmm = GaussianMixture(n_components=n_components, random_state=seed).fit(reduced)
+    info = {
+        "pca_dims": int(reduced.shape[1]),
+        "n_components": n_components,
+        "em_iterations": int(gmm.n_iter_),
+        "converged": bool(gmm.converged_),
+    }
+    return gmm.predict_proba(reduced), info

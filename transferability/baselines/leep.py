@@ -17,26 +17,22 @@ column.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from sklearn.decomposition import PCA
-from sklearn.mixture import GaussianMixture
 
 from transferability._validation import as_points, check_probabilities
 from transferability.baselines._common import (
+    COMPONENTS_PER_CLASS,
+    PCA_VARIANCE,
     class_codes,
     features_and_classes,
-    one_hot,
+    fit_gmm,
+    leep_core,
+    nce_core,
     single_threaded,
 )
 
-PCA_VARIANCE = 0.8
-"""Fraction of variance kept before the NLEEP mixture (google-research's ``pca_reduction``)."""
-COMPONENTS_PER_CLASS = 5
-"""Gaussian components per target class (Li et al. 2021)."""
-
+__all__ = ["COMPONENTS_PER_CLASS", "PCA_VARIANCE", "gmm_posteriors", "leep", "nce", "nleep"]
 
 @single_threaded
 def leep(source_probs: ArrayLike, labels: ArrayLike) -> float:
@@ -45,17 +41,7 @@ def leep(source_probs: ArrayLike, labels: ArrayLike) -> float:
     if probs.shape[0] < 2:
         raise ValueError(f"source_probs needs at least 2 points, got {probs.shape[0]}")
     codes, n_classes = class_codes(labels, probs.shape[0])
-    return _leep(probs, codes, n_classes)
-
-
-def _leep(probs: NDArray[np.float64], codes: NDArray[np.int64], n_classes: int) -> float:
-    n = probs.shape[0]
-    joint = one_hot(codes, n_classes).T @ probs / n  # (C, Z): P̂(y, z)
-    marginal = joint.sum(axis=0)  # P̂(z)
-    cond = np.divide(joint, marginal, out=np.zeros_like(joint), where=marginal > 0)  # P̂(y | z)
-    # eep_i = Σ_z θ_iz P̂(y_i | z) >= θ_iz² / n > 0 for the largest θ_iz, so the log is finite.
-    eep = np.einsum("nz,nz->n", probs, cond[codes])
-    return float(np.mean(np.log(eep)))
+    return leep_core(probs, codes, n_classes)
 
 
 @single_threaded
@@ -68,17 +54,7 @@ def nce(source_labels: ArrayLike, labels: ArrayLike) -> float:
         raise ValueError(f"source_labels needs at least 2 points, got {src.shape[0]}")
     z_codes, n_source = class_codes(src, src.shape[0], name="source_labels", min_classes=1)
     y_codes, n_classes = class_codes(labels, src.shape[0])
-    return _nce(z_codes, n_source, y_codes, n_classes)
-
-
-def _nce(z_codes: NDArray[np.int64], n_source: int, y_codes: NDArray[np.int64], n_classes: int) -> float:
-    n = z_codes.size
-    counts = np.bincount(y_codes * n_source + z_codes, minlength=n_classes * n_source)
-    joint = counts.reshape(n_classes, n_source) / n
-    marginal = joint.sum(axis=0)
-    nz = joint > 0
-    cond = joint[nz] / np.broadcast_to(marginal, joint.shape)[nz]
-    return float(np.sum(joint[nz] * np.log(cond)))
+    return nce_core(z_codes, n_source, y_codes, n_classes)
 
 
 @single_threaded
@@ -91,34 +67,11 @@ def gmm_posteriors(features: ArrayLike, n_classes: int, seed: int = 0) -> NDArra
     feats = as_points(features, name="features")
     if int(n_classes) != n_classes or n_classes < 1:
         raise ValueError(f"n_classes must be a positive integer, got {n_classes}")
-    return _fit_gmm(feats, int(n_classes), seed)[0]
-
-
-def _fit_gmm(
-    feats: NDArray[np.float64], n_classes: int, seed: int
-) -> tuple[NDArray[np.float64], dict[str, Any]]:
-    """Posteriors of the NLEEP mixture and a summary (PCA dims, components, EM steps, convergence)."""
-    n_components = COMPONENTS_PER_CLASS * n_classes
-    if feats.shape[0] < n_components:
-        raise ValueError(
-            f"NLEEP needs at least {n_components} points for {n_components} mixture components, "
-            f"got {feats.shape[0]}"
-        )
-    if not np.any(np.ptp(feats, axis=0) > 0):
-        raise ValueError("features are constant: PCA/NLEEP undefined")
-    reduced = PCA(n_components=PCA_VARIANCE, svd_solver="full").fit_transform(feats)
-    gmm = GaussianMixture(n_components=n_components, random_state=seed).fit(reduced)
-    info = {
-        "pca_dims": int(reduced.shape[1]),
-        "n_components": n_components,
-        "em_iterations": int(gmm.n_iter_),
-        "converged": bool(gmm.converged_),
-    }
-    return gmm.predict_proba(reduced), info
+    return fit_gmm(feats, int(n_classes), seed)[0]
 
 
 @single_threaded
 def nleep(features: ArrayLike, labels: ArrayLike, seed: int = 0) -> float:
     """NLEEP: LEEP of Gaussian-mixture posteriors (see `gmm_posteriors`) for the labels (always <= 0)."""
     feats, codes, n_classes = features_and_classes(features, labels)
-    return _leep(_fit_gmm(feats, n_classes, seed)[0], codes, n_classes)
+    return leep_core(fit_gmm(feats, n_classes, seed)[0], codes, n_classes)

@@ -128,7 +128,6 @@ def _maximise_profile(
     sigma: NDArray[np.float64], x2: NDArray[np.float64], resid: NDArray[np.float64], n: int
 ) -> NDArray[np.float64]:
     """argmax over u = log t of L(e^u), per class: log grid, then golden-section refinement."""
-    n_targets = x2.shape[1]
     grid = np.linspace(
         np.log(sigma.min()) - _GRID_MARGIN, np.log(sigma.max()) + _GRID_MARGIN, _GRID_POINTS
     )

@@ -15,11 +15,10 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from transferability._validation import as_labels, as_points, check_probabilities
-from transferability.baselines._common import features_and_classes, single_threaded
+from transferability.baselines._common import features_and_classes, fit_gmm, leep_core, nce_core, single_threaded
 from transferability.baselines.ccfv import ccfv_per_stage
 from transferability.baselines.gbc import gbc
 from transferability.baselines.hscore import hscore, regularized_hscore
-from transferability.baselines.leep import _fit_gmm, _leep, _nce
 from transferability.baselines.logme import logme
 from transferability.baselines.transrate import transrate
 
@@ -47,7 +46,28 @@ def score_all(
 ) -> dict[str, float]:
     """Every baseline that is defined for the input, keyed by name (see `BASELINE_NAMES`).
 
-    A metric that cannot be computed is left out; `score_all_with_diagnostics` says why.
+    Parameters
+    ----------
+    features : array-like of shape (N, D)
+        Features at the sampled points.
+    labels : array-like of shape (N,)
+        Integer class of each point.
+    case_ids : array-like of shape (N,), optional
+        The case each point comes from; CCFV needs it (and two cases) and is left out without it.
+    seed : int, default=0
+        Seed of the randomised parts (the NLEEP mixture).
+    stage_features : mapping of str to array-like of shape (N, D_stage), optional
+        Features of every stage at the same points, for CCFV's sum over stages; default `features`
+        alone.
+    source_probs : array-like of shape (N, Z), optional
+        Predictions of a source head, if the model has one; LEEP and NCE read them, else the
+        NLEEP mixture's posteriors.
+
+    Returns
+    -------
+    dict of str to float
+        Name -> value, higher is better for each. A metric that cannot be computed is left out;
+        `score_all_with_diagnostics` says why.
     """
     return score_all_with_diagnostics(
         features, labels, case_ids, seed=seed, stage_features=stage_features, source_probs=source_probs
@@ -107,22 +127,22 @@ def score_all_with_diagnostics(
     gmm: list[NDArray[np.float64]] = []
 
     def nleep_value() -> float:
-        posteriors, info = _fit_gmm(feats, n_classes, seed)
+        posteriors, info = fit_gmm(feats, n_classes, seed)
         gmm.append(posteriors)
         diagnostics["nleep_gmm"] = info
-        return _leep(posteriors, codes, n_classes)
+        return leep_core(posteriors, codes, n_classes)
 
     attempt("nleep", nleep_value)
     if probs is not None:
         diagnostics["source"] = "source_probs"
-        attempt("leep", lambda: _leep(probs, codes, n_classes))
+        attempt("leep", lambda: leep_core(probs, codes, n_classes))
         z = np.argmax(probs, axis=1)
-        attempt("nce", lambda: _nce(z, probs.shape[1], codes, n_classes))
+        attempt("nce", lambda: nce_core(z, probs.shape[1], codes, n_classes))
     elif gmm and "nleep" in scores:
         diagnostics["source"] = "gmm (no source head): leep equals nleep, nce uses argmax of the GMM posteriors"
         scores["leep"] = scores["nleep"]
         z = np.argmax(gmm[0], axis=1)
-        attempt("nce", lambda: _nce(z, gmm[0].shape[1], codes, n_classes))
+        attempt("nce", lambda: nce_core(z, gmm[0].shape[1], codes, n_classes))
     else:
         reason = "no source head and the NLEEP mixture is undefined: " + str(diagnostics["omitted"].get("nleep"))
         diagnostics["omitted"]["leep"] = reason
