@@ -87,7 +87,7 @@ class GRTDResult:
             "variant": self.variant,
             "variants": dict(self.variants),
             "per_stage": dict(self.per_stage),
-            "details": {k: asdict(v) for k, v in self.details.items()},
+            "details": {stage: asdict(v) for stage, v in self.details.items()},
             "lam": self.lam,
             "quantile": self.quantile,
             "precision": self.precision,
@@ -111,14 +111,14 @@ def _block_argmin(sq: NDArray[Any], r0: int, r1: int, c0: int, c1: int) -> tuple
 
 def _dense_prim_weight(w: NDArray[np.float64]) -> float:
     """MST weight of a small dense symmetric graph (zero weights are real edges)."""
-    k = w.shape[0]
-    if k < 2:
+    n_nodes = w.shape[0]
+    if n_nodes < 2:
         return 0.0
-    in_tree = np.zeros(k, dtype=bool)
+    in_tree = np.zeros(n_nodes, dtype=bool)
     in_tree[0] = True
     key = w[0].copy()
     chosen = []
-    for _ in range(k - 1):
+    for _ in range(n_nodes - 1):
         open_key = np.where(in_tree, np.inf, key)
         u = int(open_key.argmin())
         chosen.append(float(open_key[u]))
@@ -132,9 +132,9 @@ def _torch_class_bridges(sq: Any, starts: NDArray[np.int64], ends: NDArray[np.in
     order; ties -> lowest row, then lowest column, as `_block_argmin`."""
     import torch
 
-    k = starts.size
+    n_classes = starts.size
     picks = []
-    for b in range(1, k):
+    for b in range(1, n_classes):
         s_b, e_b = int(starts[b]), int(ends[b])
         vals, cols = sq[:s_b, s_b:e_b].min(dim=1)  # first (lowest) column among tied minima
         for a in range(b):
@@ -142,7 +142,7 @@ def _torch_class_bridges(sq: Any, starts: NDArray[np.int64], ends: NDArray[np.in
             i = torch.argmin(vals[s_a:e_a])  # first (lowest) row among tied minima
             picks.append(torch.stack([i + s_a, cols[s_a:e_a][i] + s_b]))
     by_b = torch.stack(picks).cpu().numpy().astype(np.int64)
-    order = [n for a in range(k) for b in range(a + 1, k) for n in [b * (b - 1) // 2 + a]]
+    order = [n for a in range(n_classes) for b in range(a + 1, n_classes) for n in [b * (b - 1) // 2 + a]]
     return by_b[order]
 
 
@@ -280,7 +280,7 @@ def grtd_stage_details(
     x, y = x[order], y[order]
     classes, starts = np.unique(y, return_index=True)
     ends = np.append(starts[1:], y.size)
-    k = classes.size
+    n_classes = classes.size
     if dev is None:
         sq, scale = squared_distance_buffer(x, precision)
         q = distance_quantile(sq, scale, quantile)
@@ -290,8 +290,8 @@ def grtd_stage_details(
         bridges = np.array(
             [
                 _block_argmin(sq, int(starts[a]), int(ends[a]), int(starts[b]), int(ends[b]))
-                for a in range(k)
-                for b in range(a + 1, k)
+                for a in range(n_classes)
+                for b in range(a + 1, n_classes)
             ],
             dtype=np.int64,
         )
@@ -306,10 +306,10 @@ def grtd_stage_details(
         )
         w_x = w_x_d / q
     d_bridge = edge_lengths(x, bridges.reshape(-1, 2))
-    contracted = np.zeros((k, k), dtype=np.float64)
+    contracted = np.zeros((n_classes, n_classes), dtype=np.float64)
     n_pair = 0
-    for a in range(k):
-        for b in range(a + 1, k):
+    for a in range(n_classes):
+        for b in range(a + 1, n_classes):
             contracted[a, b] = contracted[b, a] = min(float(d_bridge[n_pair]) / q, lam)
             n_pair += 1
     w_y = _dense_prim_weight(contracted)
@@ -328,7 +328,7 @@ def grtd_stage_details(
         w_x=w_x,
         w_y=w_y,
         n_points=n,
-        n_classes=k,
+        n_classes=n_classes,
         variant=variant,
         values=values,
         w_y_plus=w_y_plus,

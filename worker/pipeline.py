@@ -98,12 +98,12 @@ def _jsonable(obj: Any) -> Any:
 def default_stages(fm: FeatureModel, config: ScoringConfig) -> tuple[list[str], list[str], str]:
     """(GRTD stages, LBTC stages, baseline stage): config's, else the two finest decoder stages,
     the two deepest encoder stages, and the finest GRTD stage."""
-    names = {s.name for s in fm.stages}
-    grtd = list(config.grtd_stages) if config.grtd_stages else [s.name for s in fm.decoder_stages[-2:]]
-    lbtc = list(config.lbtc_stages) if config.lbtc_stages else [s.name for s in fm.encoder_stages[-2:]]
-    for s in grtd + lbtc:
-        if s not in names:
-            raise ValueError(f"unknown stage {s!r} in the scoring config; the model has {sorted(names)}")
+    names = {stage.name for stage in fm.stages}
+    grtd = list(config.grtd_stages) if config.grtd_stages else [stage.name for stage in fm.decoder_stages[-2:]]
+    lbtc = list(config.lbtc_stages) if config.lbtc_stages else [stage.name for stage in fm.encoder_stages[-2:]]
+    for stage in grtd + lbtc:
+        if stage not in names:
+            raise ValueError(f"unknown stage {stage!r} in the scoring config; the model has {sorted(names)}")
     if config.baseline_stage is not None:
         base = config.baseline_stage
         if base not in names:
@@ -165,13 +165,13 @@ class _CaseQueries:
         self._parts.setdefault(stage, []).append((segment, points))
 
     def flat(self) -> dict[str, NDArray[np.float64]]:
-        return {s: np.concatenate([pts for _, pts in parts], axis=0) for s, parts in self._parts.items()}
+        return {stage: np.concatenate([pts for _, pts in parts], axis=0) for stage, parts in self._parts.items()}
 
     def split(self, features: Mapping[str, NDArray[np.float32]]) -> dict[str, dict[str, NDArray[np.float32]]]:
         out: dict[str, dict[str, NDArray[np.float32]]] = {}
-        for s, parts in self._parts.items():
+        for stage, parts in self._parts.items():
             ends = np.cumsum([pts.shape[0] for _, pts in parts])
-            out[s] = {seg: block for (seg, _), block in zip(parts, np.split(features[s], ends[:-1]))}
+            out[stage] = {seg: block for (seg, _), block in zip(parts, np.split(features[stage], ends[:-1]))}
         return out
 
 
@@ -203,10 +203,10 @@ def _gather(
     k3 = config.k**3
     n_anc = len(anchors) if anchors is not None else 0
     out = _Gathered(
-        points={s: np.zeros((len(plan), fm.stage(s).channels), np.float32) for s in point_stages},
-        patches={s: np.zeros((n_anc, k3, fm.stage(s).channels), np.float32) for s in lbtc_stages},
-        patch_labels={s: np.zeros((n_anc, k3), np.int64) for s in lbtc_stages},
-        patch_mask={s: np.zeros((n_anc, k3), bool) for s in lbtc_stages},
+        points={stage: np.zeros((len(plan), fm.stage(stage).channels), np.float32) for stage in point_stages},
+        patches={stage: np.zeros((n_anc, k3, fm.stage(stage).channels), np.float32) for stage in lbtc_stages},
+        patch_labels={stage: np.zeros((n_anc, k3), np.int64) for stage in lbtc_stages},
+        patch_mask={stage: np.zeros((n_anc, k3), bool) for stage in lbtc_stages},
         per_case=[],
         query_seconds=0.0,
     )
@@ -216,18 +216,18 @@ def _gather(
         idx_pts = plan.for_case(m)
         idx_anc = np.flatnonzero(anchors.case == m) if anchors is not None else np.zeros(0, np.int64)
         queries = _CaseQueries()
-        for s in point_stages:
-            queries.add(s, "points", plan.coords[idx_pts].astype(np.float64))
+        for stage in point_stages:
+            queries.add(stage, "points", plan.coords[idx_pts].astype(np.float64))
         patch_sel: dict[str, NDArray[np.bool_]] = {}
         if idx_anc.size and anchors is not None:
             layout = case_layout(case, fm.preprocessing, fm.coarsest_stride, config.sw_overlap)  # type: ignore[arg-type]
-            for s in lbtc_stages:
-                step = layout.stride_in_original(fm.stage(s).stride)
+            for stage in lbtc_stages:
+                step = layout.stride_in_original(fm.stage(stage).stride)
                 pts, mask = patch_grid(anchors.coords[idx_anc], step, config.k, [case.shape] * idx_anc.size)
-                patch_sel[s] = mask
-                out.patch_mask[s][idx_anc] = mask
-                out.patch_labels[s][idx_anc] = np.where(mask, nearest_labels(case.label, pts), 0)
-                queries.add(s, "patches", pts[mask])
+                patch_sel[stage] = mask
+                out.patch_mask[stage][idx_anc] = mask
+                out.patch_labels[stage][idx_anc] = np.where(mask, nearest_labels(case.label, pts), 0)
+                queries.add(stage, "patches", pts[mask])
         flat = queries.flat()
         out.query_seconds += time.perf_counter() - t_q
         if all(v.shape[0] == 0 for v in flat.values()):
@@ -238,13 +238,13 @@ def _gather(
             fm, case, flat, overlap=config.sw_overlap, batch_size=batch,
             progress=lambda f, m=m: progress((m + f) / len(cases)),
         )
-        for s, segments in queries.split(ex.features).items():
+        for stage, segments in queries.split(ex.features).items():
             if "points" in segments:
-                out.points[s][idx_pts] = segments["points"]
+                out.points[stage][idx_pts] = segments["points"]
             if "patches" in segments:
                 block = np.zeros((idx_anc.size, k3, segments["patches"].shape[1]), np.float32)
-                block[patch_sel[s]] = segments["patches"]
-                out.patches[s][idx_anc] = block
+                block[patch_sel[stage]] = segments["patches"]
+                out.patches[stage][idx_anc] = block
         out.per_case.append(ex.diagnostics)
         progress((m + 1) / len(cases))
     return out
@@ -346,7 +346,7 @@ def _score(
         grtd_dev = dev if dev.startswith("cuda") else None
         runs = [
             grtd_fn(
-                {s: points[s] for s in f.grtd_stages}, f.labels, lam=config.lam, quantile=config.quantile,
+                {stage: points[stage] for stage in f.grtd_stages}, f.labels, lam=config.lam, quantile=config.quantile,
                 stages=f.grtd_stages, device=grtd_dev, variant=config.grtd_variant, extra_variants=other,
             )
             for points in [f.points, *f.extra_decoder_points]
@@ -431,7 +431,7 @@ def score_model(
     with timer("finish"):
         diagnostics = _diagnostics(loaded, features, scores, per_case, dev)
         load_report = loaded.fm.load_report.to_dict()
-        stages = [s.to_dict() for s in loaded.fm.stages]
+        stages = [stage.to_dict() for stage in loaded.fm.stages]
     timings = timer.seconds
     timings["total"] = time.perf_counter() - t_start
     report("baselines", 1.0)

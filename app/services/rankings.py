@@ -172,10 +172,10 @@ def cancel_ranking(session: Session, job: RankingJob) -> RankingJob:
 
 def num_foreground(session: Session, job: RankingJob) -> int:
     """K of the job's pilot set (foreground classes), which gates the fusion."""
-    k = session.scalar(select(PilotSet.num_foreground).where(PilotSet.id == job.pilot_set_id))
-    if k is None:
+    n_foreground = session.scalar(select(PilotSet.num_foreground).where(PilotSet.id == job.pilot_set_id))
+    if n_foreground is None:
         raise not_found("pilot_set")
-    return int(k)
+    return int(n_foreground)
 
 
 def scored_items(session: Session, job: RankingJob) -> tuple[dict[str, ModelScore], dict[str, str]]:

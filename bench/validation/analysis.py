@@ -89,7 +89,7 @@ def reproducibility(dice_by_seed: Mapping[str, Sequence[float]]) -> dict[str, An
 def fused_scores(grtd: Mapping[str, float], lbtc: Mapping[str, float], k: int) -> dict[str, float]:
     """The task-adaptive fused score of every model (metrics.md §5), zoo-relative."""
     res = fuse({m: (grtd[m], lbtc[m]) for m in grtd}, k)
-    return {str(fm.model_id): fm.score for fm in res.models}
+    return {str(m.model_id): m.score for m in res.models}
 
 
 def agreement(scores: Mapping[str, float], truth: Mapping[str, float]) -> dict[str, float]:

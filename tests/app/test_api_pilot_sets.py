@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import gzip
-import io
 import tarfile
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from toporank_fixtures import PHI, make_case, msd_files, nifti_bytes, nnunet_files, write_tar, write_zip
+from tests.utils.archives import PHI, make_case, msd_files, nifti_bytes, nnunet_files, write_tar, write_zip
 
 
 def post_archive(api, key, path, name=None):  # type: ignore[no-untyped-def]

@@ -13,7 +13,8 @@ import pytest
 
 from models_registry.jobs import refresh_job
 from models_registry.tables import Model, ModelScore, RankingItem, RankingJob
-from toporank_fixtures import nnunet_files, write_zip
+from tests.utils.factories import score_row
+from tests.utils.archives import nnunet_files, write_zip
 from transferability.evaluation import kendall_tau, spearman, top1_regret, weighted_tau
 from transferability.fusion import fuse
 
@@ -57,9 +58,8 @@ def complete(sessions, ranking_id, fail=(), baselines=True):  # type: ignore[no-
                 it.status, it.error_code, it.error_detail = "failed", "scoring_error", "boom"
                 continue
             g, l = SCORES[idx]
-            sc = ModelScore(pilot_set_id=job.pilot_set_id, model_id=it.model_id, config_hash=job.config_hash, config=job.config,
-                            grtd=g, lbtc=l, baselines={"logme": 0.1 * idx, "gbc": -float(idx)} if baselines else {},
-                            result={"grtd": g, "lbtc": l}, timings={"total_s": 1.0}, checkpoint_sha256="0" * 64, code_version="1")
+            sc = score_row(job.pilot_set_id, it.model_id, job.config_hash, config=job.config, grtd=g, lbtc=l,
+                           baselines={"logme": 0.1 * idx, "gbc": -float(idx)} if baselines else {})
             s.add(sc)
             s.flush()
             it.status, it.score_id, it.progress = "succeeded", sc.id, 1.0

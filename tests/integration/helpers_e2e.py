@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 
 from ckpt_builder import SPEC
-from toporank_fixtures import nnunet_files, write_zip
+from tests.utils.archives import nnunet_files, write_zip
 
 SMALL = {"n_samples": 256, "n_anchors": 32}
 TERMINAL = {"succeeded", "partial", "failed", "cancelled"}

@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx
 import psutil
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))  # toporank_fixtures
 
 PG_SERVER = os.environ.get("TOPORANK_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("TOPORANK_TEST_REDIS", "redis://127.0.0.1:6379/15")

@@ -9,35 +9,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.spatial.distance import pdist, squareform
 
 from transferability import lbtc as lbtc_mod
 from transferability.lbtc import lbtc, leakage, patch_leakages
-
-
-def kruskal_leakage(x: np.ndarray, y: np.ndarray) -> float | None:
-    """Reference: Kruskal over pairs (i < j) stably sorted by float64 distance ("ties -> lower index")."""
-    if np.unique(y).size < 2:
-        return None
-    n = x.shape[0]
-    d = squareform(pdist(np.asarray(x, dtype=np.float64)))
-    iu, ju = np.triu_indices(n, 1)
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    cross = 0
-    for k in np.argsort(d[iu, ju], kind="stable"):
-        i, j = int(iu[k]), int(ju[k])
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            parent[ri] = rj
-            cross += int(y[i] != y[j])
-    return cross / (n - 1)
+from tests.utils.mst_reference import kruskal_leakage, kruskal_leakage_higher_index_first
 
 
 # ---- hand-built patches ----
@@ -140,30 +115,6 @@ def test_chunking_and_threads_do_not_change_results(monkeypatch: pytest.MonkeyPa
     np.testing.assert_array_equal(patch_leakages(feats, labs), whole)
     monkeypatch.setattr(lbtc_mod, "worker_count", lambda: 1)
     np.testing.assert_array_equal(patch_leakages(feats, labs), whole)
-
-
-def kruskal_leakage_higher_index_first(x: np.ndarray, y: np.ndarray) -> float:
-    """Like `kruskal_leakage`, but ties between equal distances go to the *higher* pair first."""
-    n = x.shape[0]
-    d = squareform(pdist(np.asarray(x, dtype=np.float64)))
-    iu, ju = np.triu_indices(n, 1)
-    keep = np.lexsort((-ju, -iu, d[iu, ju]))
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    cross = 0
-    for k in keep:
-        i, j = int(iu[k]), int(ju[k])
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            parent[ri] = rj
-            cross += int(y[i] != y[j])
-    return cross / (n - 1)
 
 
 def duplicate_cluster_patches(seed: int, a_n: int = 24, p_n: int = 125, d: int = 320) -> tuple[np.ndarray, ...]:

@@ -14,32 +14,7 @@ from scipy.spatial.distance import pdist, squareform
 from bench import mst_dense
 from transferability import mst
 from transferability.mst import batched_prim_edges, mst_edges, mst_weight
-
-
-def kruskal_reference(points: np.ndarray) -> tuple[list[tuple[int, int]], float]:
-    """Brute-force MST: float64 pdist, pairs (i < j) stably sorted by length, union-find."""
-    x = np.asarray(points, dtype=np.float64)
-    n = x.shape[0]
-    d = squareform(pdist(x))
-    iu, ju = np.triu_indices(n, 1)
-    order = np.argsort(d[iu, ju], kind="stable")
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    edges, total = [], []
-    for k in order:
-        i, j = int(iu[k]), int(ju[k])
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            parent[ri] = rj
-            edges.append((i, j))
-            total.append(d[i, j])
-    return edges, math.fsum(total)
+from tests.utils.mst_reference import kruskal_on_matrix, kruskal_reference
 
 
 def is_spanning_tree(edges: np.ndarray, n: int) -> bool:
@@ -304,27 +279,6 @@ def test_torch_squared_distances_layout() -> None:
 
 def _edge_set(edges: np.ndarray) -> list[tuple[int, int]]:
     return sorted((int(min(a, b)), int(max(a, b))) for a, b in edges)
-
-
-def kruskal_on_matrix(w: np.ndarray) -> list[tuple[int, int]]:
-    """Kruskal over a symmetric weight matrix, pairs ordered by (weight, lower, higher)."""
-    n = w.shape[0]
-    iu, ju = np.triu_indices(n, 1)
-    order = np.lexsort((ju, iu, w[iu, ju]))
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            a = parent[a]
-        return a
-
-    out = []
-    for t in order:
-        ra, rb = find(int(iu[t])), find(int(ju[t]))
-        if ra != rb:
-            parent[ra] = rb
-            out.append((int(iu[t]), int(ju[t])))
-    return sorted(out)
 
 
 @settings(max_examples=80, deadline=None)

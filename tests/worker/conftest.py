@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ckpt_factory import build_dna_network, nnssl_plan, serialised_kwargs
+from tests.utils.api import api, dispatcher, keys, sessions, settings  # noqa: F401 - fixtures of the worker task tests
 
 
 @pytest.fixture

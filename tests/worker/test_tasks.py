@@ -9,8 +9,9 @@ import json
 import pytest
 
 from app.recovery import requeue_unfinished
-from models_registry.tables import Model, ModelScore, RankingItem, RankingJob
-from toporank_fixtures import nnunet_files, write_zip
+from models_registry.tables import Model, RankingItem, RankingJob
+from tests.utils.factories import score_row
+from tests.utils.archives import nnunet_files, write_zip
 from worker.tasks import WorkerContext, score_item_impl
 
 SPEC = {"name": "m", "format": "nnssl", "catalog": "demo-resenc-mae"}
@@ -38,8 +39,7 @@ def _items(sessions, rid):  # type: ignore[no-untyped-def]
 def test_existing_score_is_reused_and_finished_items_skipped(job, sessions):
     with sessions() as s:
         j = s.get(RankingJob, job["rid"])
-        s.add(ModelScore(pilot_set_id=job["ps"], model_id=job["mids"][0], config_hash=j.config_hash, config=j.config, grtd=-0.1,
-                         lbtc=0.9, baselines={}, result={}, timings={}, checkpoint_sha256="0" * 64, code_version="1"))
+        s.add(score_row(job["ps"], job["mids"][0], j.config_hash, config=j.config, grtd=-0.1, lbtc=0.9, result={}, timings={}))
         s.commit()
     item0 = _items(sessions, job["rid"])[0][0]
     assert score_item_impl(job["ctx"], item0) == "succeeded"

@@ -1,0 +1,1 @@
+"""Shared test helpers: brute-force references and row factories, one home each."""
