@@ -17,28 +17,7 @@ from transferability import _order_stats as order_stats
 from transferability._order_stats import distance_quantile, torch_distance_quantile, torch_order_statistics, upper_order_statistics
 from transferability.grtd import _block_argmin, _torch_class_bridges, grtd, grtd_stage, grtd_stage_details
 from transferability.mst import mst_edges, squared_distance_buffer, torch_squared_distances
-
-
-def dense_mst_weight(w: np.ndarray) -> float:
-    """Kruskal over a dense symmetric weight matrix (0 is a real edge)."""
-    n = w.shape[0]
-    iu, ju = np.triu_indices(n, 1)
-    order = np.argsort(w[iu, ju], kind="stable")
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    total = []
-    for k in order:
-        ri, rj = find(int(iu[k])), find(int(ju[k]))
-        if ri != rj:
-            parent[ri] = rj
-            total.append(w[iu[k], ju[k]])
-    return math.fsum(total)
+from tests.utils.mst_reference import dense_mst_weight
 
 
 def reference_grtd(x: np.ndarray, y: np.ndarray, lam: float = 1.0, quantile: float = 0.9) -> tuple[float, float, float]:

@@ -48,6 +48,13 @@ def kruskal_on_matrix(w: np.ndarray) -> list[tuple[int, int]]:
     return sorted(kruskal_pairs(w.shape[0], iu, ju, np.lexsort((ju, iu, w[iu, ju]))))
 
 
+def dense_mst_weight(w: np.ndarray) -> float:
+    """MST weight of a dense symmetric weight matrix (0 is a real edge), pairs stably sorted by weight."""
+    iu, ju = np.triu_indices(w.shape[0], 1)
+    edges = kruskal_pairs(w.shape[0], iu, ju, np.argsort(w[iu, ju], kind="stable"))
+    return math.fsum(w[i, j] for i, j in edges)
+
+
 def kruskal_leakage(x: np.ndarray, y: np.ndarray) -> float | None:
     """Share of MST edges joining different labels, ties -> lower pair first; None with one label."""
     if np.unique(y).size < 2:
