@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from bench.validation.profiles import PROFILES, get_profile
+    from bench.validation.profiles import PROFILES, get_profile, narrowed
 
     p = argparse.ArgumentParser(prog="python -m bench.validation", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -28,6 +28,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--no-compute", action="store_true",
                    help="fine-tune and score nothing: report what the cache holds, marked partial (tasks missing a fine-tune or a "
                         "default-decoder score are left out, other decoder configs per task)")
+    r.add_argument("--members", nargs="+", help="only these zoo members (a pilot study; default: the profile's)")
+    r.add_argument("--seeds", nargs="+", type=int, help="fine-tune seeds (default: the profile's)")
+    r.add_argument("--steps-scale", type=float, help="multiply every task's fine-tune steps and encoder warm-up (default: the profile's)")
+    r.add_argument("--decoders", choices=("all", "default"), default="all",
+                   help="'default': score with the production decoder only (kaiming-0), skipping Table 2's sweep")
     rep = sub.add_parser("report", help="rewrite report.md and plots from results.json")
     rep.add_argument("results", type=Path, help="a results.json written by `run`")
     rep.add_argument("--docs", type=Path, help="also embed report.md in this page between its report markers (docs/validation.md)")
@@ -38,7 +43,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if args.jobs is not None and args.jobs < 1:
             p.error("--jobs must be >= 1")
-        run(get_profile(args.profile), task_files=args.tasks, out_dir=args.out, cache_dir=args.cache, jobs=args.jobs, device=args.device,
+        profile = get_profile(args.profile)
+        try:
+            profile = narrowed(profile, members=args.members, seeds=args.seeds, steps_scale=args.steps_scale,
+                               default_decoder_only=args.decoders == "default")
+        except ValueError as exc:
+            p.error(str(exc))
+        if profile != get_profile(args.profile) and args.out is None:
+            p.error("a narrowed profile (--members, --seeds, --steps-scale, --decoders default) needs its own --out folder")
+        run(profile, task_files=args.tasks, out_dir=args.out, cache_dir=args.cache, jobs=args.jobs, device=args.device,
             compute=not args.no_compute)
         return 0
     from bench.validation.report import computing_run, write_report

@@ -6,7 +6,8 @@ report (122 min on 2 cores, measured), `gpu` uses finer volumes and longer budge
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
 from typing import Any
 
 DecoderKey = tuple[str, int, int]  # (init, seed, n_decoders)
@@ -84,3 +85,33 @@ def decoder_label(key: DecoderKey) -> str:
     """`kaiming-0`, or `kaiming-0-x3` for GRTD averaged over 3 decoders."""
     init, seed, n = key
     return f"{init}-{seed}" if n == 1 else f"{init}-{seed}-x{n}"
+
+
+def narrowed(
+    profile: Profile,
+    *,
+    members: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    steps_scale: float | None = None,
+    default_decoder_only: bool = False,
+) -> Profile:
+    """`profile` for a pilot study: fewer members or seeds, another fine-tuning budget, or only the
+    production decoder. Records stay keyed by their full inputs, so nothing mixes with the full run's."""
+    out = profile
+    if members is not None:
+        if not members or len(set(members)) != len(members):
+            raise ValueError("--members needs distinct member names")
+        if profile.members is not None and set(members) - set(profile.members):
+            raise ValueError(f"members not in profile {profile.name!r}: {sorted(set(members) - set(profile.members))}")
+        out = replace(out, members=tuple(members))
+    if seeds is not None:
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError("--seeds needs distinct non-negative integers")
+        out = replace(out, seeds=tuple(seeds))
+    if steps_scale is not None:
+        if not steps_scale > 0:
+            raise ValueError("--steps-scale must be > 0")
+        out = replace(out, steps_scale=out.steps_scale * steps_scale)
+    if default_decoder_only:
+        out = replace(out, decoders=out.decoders[:1])
+    return out
