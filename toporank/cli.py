@@ -19,6 +19,37 @@ def _settings():  # type: ignore[no-untyped-def]
     return get_settings()
 
 
+def _open_registry(settings):  # type: ignore[no-untyped-def]
+    """An engine on a registry at the current schema, for the commands that read or write it.
+
+    The embedded SQLite registry is created and migrated on the spot; a server database is never
+    migrated behind the operator's back: if it is behind (or unreachable) the command ends with
+    one line saying what to do, not a traceback.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from models_registry.db import make_engine
+    from models_registry.migrate import at_head, upgrade_head
+
+    url = settings.sqlalchemy_url
+    if url.startswith("sqlite"):
+        settings.data_root.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(url, pool_size=1)
+    try:
+        if url.startswith("sqlite"):
+            upgrade_head(engine)
+        elif not at_head(engine):
+            raise SystemExit("toporank: the registry database is not at the current schema; run `toporank migrate` first")
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise SystemExit(f"toporank: cannot open the registry database ({type(exc).__name__}); check TOPORANK_DATABASE_URL "
+                         "and that the server is up") from None
+    except SystemExit:
+        engine.dispose()
+        raise
+    return engine
+
+
 def cmd_migrate(_args: argparse.Namespace) -> int:
     """alembic upgrade head on TOPORANK_DATABASE_URL (SQLite under the data dir by default)."""
     from models_registry.db import make_engine
@@ -35,11 +66,11 @@ def cmd_migrate(_args: argparse.Namespace) -> int:
 
 def cmd_create_tenant(args: argparse.Namespace) -> int:
     """Create a tenant (or add a key to an existing one) and print its new API key once."""
-    from models_registry.db import make_engine, make_sessionmaker, session_scope
+    from models_registry.db import make_sessionmaker, session_scope
     from models_registry.tenants import create_tenant
 
     settings = _settings()
-    engine = make_engine(settings.sqlalchemy_url, pool_size=1)
+    engine = _open_registry(settings)
     try:
         with session_scope(make_sessionmaker(engine)) as s:
             tenant, key = create_tenant(s, args.name, settings.secret_key)
@@ -148,10 +179,10 @@ def cmd_requeue(_args: argparse.Namespace) -> int:
     """
     from app.dispatch import CeleryDispatcher
     from app.recovery import requeue_unfinished
-    from models_registry.db import make_engine, make_sessionmaker
+    from models_registry.db import make_sessionmaker
 
     settings = _settings()
-    engine = make_engine(settings.sqlalchemy_url, pool_size=1)
+    engine = _open_registry(settings)
     try:
         counts = requeue_unfinished(make_sessionmaker(engine), CeleryDispatcher(settings))
     finally:

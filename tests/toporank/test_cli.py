@@ -28,3 +28,56 @@ def test_migrate_create_tenant_and_requeue_on_a_fresh_data_dir(tmp_path):
 def test_unknown_command_is_a_usage_error(tmp_path):
     out = _run(["frobnicate"], tmp_path)
     assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+def test_create_tenant_on_a_fresh_data_dir_migrates_the_embedded_registry(tmp_path):
+    """No `migrate` first: the embedded SQLite registry is created on the spot (was a raw
+    `no such table: tenants` traceback)."""
+    made = _run(["create-tenant", "clinic-a"], tmp_path / "fresh")
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "fresh" / "toporank.db").is_file() and "Traceback" not in made.stderr
+
+
+def _fresh_pg_database():  # type: ignore[no-untyped-def]
+    import secrets
+
+    from sqlalchemy import create_engine, text
+
+    server = os.environ.get("TOPORANK_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    name = f"toporank_cli_{secrets.token_hex(6)}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    return admin, name, server.rsplit("/", 1)[0] + f"/{name}"
+
+
+def test_a_server_registry_behind_the_schema_gets_one_line_not_a_traceback(tmp_path, monkeypatch):
+    from sqlalchemy import text
+
+    admin, name, url = _fresh_pg_database()
+    try:
+        monkeypatch.setenv("TOPORANK_DATABASE_URL", url)
+        env_run = lambda args: subprocess.run(  # noqa: E731
+            [sys.executable, "-m", "toporank.cli", *args], capture_output=True, text=True, timeout=120,
+            env={**{k: v for k, v in os.environ.items() if k != "TOPORANK_DATA_DIR"}, "TOPORANK_DATA_DIR": str(tmp_path)},
+        )
+        for command in (["create-tenant", "clinic-a"], ["requeue"]):
+            out = env_run(command)
+            assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
+            assert out.stderr.strip().splitlines() == [
+                "toporank: the registry database is not at the current schema; run `toporank migrate` first"]
+        assert env_run(["migrate"]).returncode == 0  # never migrated behind the operator's back, but on request
+        made = env_run(["create-tenant", "clinic-a"])
+        assert made.returncode == 0, made.stderr
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_an_unreachable_server_registry_gets_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("TOPORANK_DATABASE_URL", "postgresql+psycopg://postgres:s3cret@127.0.0.1:1/nothing")
+    out = subprocess.run([sys.executable, "-m", "toporank.cli", "create-tenant", "x"], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "TOPORANK_DATA_DIR": str(tmp_path)})
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert out.stderr.startswith("toporank: cannot open the registry database (OperationalError)") and "s3cret" not in out.stderr
