@@ -6,6 +6,7 @@ client's own archive) or per-field problems of a request body (`{field, problem}
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -55,6 +56,28 @@ _HTTP_CODES = {
 }
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves on the request's path, for the `Allow` header of a 405
+    (Starlette's own names only the first route that matched the path, e.g. POST on /v1/models,
+    which also serves GET). Read from the OpenAPI document (every API operation is in it) and the
+    plain routes outside it (the docs pages), built once per app."""
+    table = getattr(request.app.state, "allow_table", None)
+    if table is None:
+        table = []
+        for template, ops in request.app.openapi().get("paths", {}).items():
+            pattern = re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template))
+            table.append((re.compile(f"^{pattern}$"), {m.upper() for m in ops if m.upper() in _HTTP_METHODS}))
+        for route in request.app.router.routes:
+            if getattr(route, "path_regex", None) is not None and getattr(route, "methods", None):
+                table.append((route.path_regex, set(route.methods)))
+        request.app.state.allow_table = table
+    path = request.url.path
+    return sorted(set().union(*[methods for regex, methods in table if regex.match(path)]))
+
+
+_HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -70,9 +93,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-        return JSONResponse({"code": code, "detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return JSONResponse({"code": code, "detail": str(exc.detail)}, status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:

@@ -54,3 +54,21 @@ def test_metrics_count_requests_by_route_template(api, keys):
     assert 'toporank_http_requests_total{method="GET",route="/v1/models/{model_id}",status="404"} 1.0' in text
     assert "mdl_x" not in text
     assert "toporank_ranking_items" in text
+
+
+def test_an_unsupported_method_gets_405_with_every_allowed_method(api, keys):
+    """OPTIONS and other undeclared methods: 405, a JSON error, and an `Allow` header naming all the
+    methods of the path, as the OpenAPI document declares them (Starlette's own named only the first
+    route matching the path: POST on /v1/models, which also serves GET)."""
+    spec = api.get("/openapi.json").json()
+    h = {"X-API-Key": keys["a"]}
+    for template, ops in spec["paths"].items():
+        path = template.replace("{", "x").replace("}", "")
+        declared = sorted(m.upper() for m in ops)
+        for method in ("OPTIONS", "PATCH", "PUT"):
+            if method in declared:
+                continue
+            r = api.request(method, path, headers=h)
+            assert r.status_code == 405, (method, path, r.status_code)
+            assert r.json()["code"] == "method_not_allowed"
+            assert sorted(m.strip() for m in r.headers["allow"].split(",")) == declared, (method, path, r.headers["allow"])
