@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 import toporank
 from app.context import AppContext, Dispatcher
@@ -23,6 +24,12 @@ Flow: upload a pilot set, register models, start a ranking, poll it, read `/v1/r
 """
 
 
+def operation_id(route: APIRoute) -> str:
+    """The OpenAPI operationId: the handler's name (`create_ranking`, `get_rank`), stable and clean
+    for generated clients, instead of FastAPI's `create_ranking_v1_rankings_post`."""
+    return route.name
+
+
 def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None = None) -> FastAPI:
     """Build the API; `dispatcher` defaults to Celery (tests pass a recorder)."""
     settings = settings or get_settings()
@@ -34,7 +41,9 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
 
         dispatcher = CeleryDispatcher(settings)
     metrics = Metrics(sessions)
-    app = FastAPI(title="TopoRank", version=toporank.__version__, description=DESCRIPTION)
+    app = FastAPI(
+        title="TopoRank", version=toporank.__version__, description=DESCRIPTION, generate_unique_id_function=operation_id
+    )
     app.state.ctx = AppContext(
         settings=settings,
         engine=engine,

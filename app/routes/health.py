@@ -35,5 +35,5 @@ def readyz(ctx: Ctx) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics")
-def metrics(ctx: Ctx) -> Response:
+def get_metrics(ctx: Ctx) -> Response:
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

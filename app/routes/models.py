@@ -89,5 +89,5 @@ def delete_model(m: VisibleModel, session: Db, ctx: Ctx) -> None:
 
 
 @router.get("/catalog", summary="Known model families (register a checkpoint with `catalog: <name>`)")
-def catalog(_tenant: TenantId) -> dict[str, Any]:
+def get_catalog(_tenant: TenantId) -> dict[str, Any]:
     return {"entries": list_entries()}

@@ -75,7 +75,7 @@ def cancel_ranking(job: OwnedRanking, session: Db) -> dict[str, Any]:
         "models scored so far, the others listed in `missing`)."
     ),
 )
-async def rank(
+async def get_rank(
     tenant: TenantId,
     ctx: Ctx,
     ranking_id: str,
@@ -100,6 +100,6 @@ async def rank(
     description="`truth`: model id -> Dice. Weighted tau (metrics.md §7), Kendall tau-b, Spearman and top-1 regret "
     "for the fused score, GRTD, LBTC and every baseline, over the models with both a score and a truth value.",
 )
-def evaluate(job: OwnedRanking, body: EvaluationIn, session: Db) -> dict[str, Any]:
+def create_evaluation(job: OwnedRanking, body: EvaluationIn, session: Db) -> dict[str, Any]:
     ev, n_models = service.evaluate_job(session, job, body.truth)
     return {"id": ev.id, "ranking_id": job.id, "n_models": n_models, "metrics": ev.result, "created_at": ev.created_at}

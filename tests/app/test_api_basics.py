@@ -72,3 +72,17 @@ def test_an_unsupported_method_gets_405_with_every_allowed_method(api, keys):
             assert r.status_code == 405, (method, path, r.status_code)
             assert r.json()["code"] == "method_not_allowed"
             assert sorted(m.strip() for m in r.headers["allow"].split(",")) == declared, (method, path, r.headers["allow"])
+
+
+def test_operation_ids_are_clean_and_stable(api):
+    """Generated clients name their functions after operationIds: the handler's name, not FastAPI's
+    `create_ranking_v1_rankings_post`."""
+    import re
+
+    spec = api.get("/openapi.json").json()
+    ids = {(path, method): op["operationId"] for path, ops in spec["paths"].items() for method, op in ops.items()}
+    assert len(set(ids.values())) == len(ids)
+    assert all(re.fullmatch(r"[a-z]+(_[a-z]+)*", i) for i in ids.values()), ids
+    assert ids[("/v1/rankings", "post")] == "create_ranking" and ids[("/v1/rank", "get")] == "get_rank"
+    assert ids[("/v1/pilot-sets", "post")] == "create_pilot_set" and ids[("/v1/models/{model_id}", "delete")] == "delete_model"
+    assert ids[("/v1/rankings/{ranking_id}/evaluation", "post")] == "create_evaluation"
