@@ -17,7 +17,11 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: database and broker reachable (503 otherwise)")
+@router.get(
+    "/readyz",
+    summary="Readiness: database and broker reachable (503 otherwise)",
+    responses={200: {"description": "every dependency reachable"}, 503: {"description": "a dependency is unreachable (`code`: not_ready)"}},
+)
 def readyz(ctx: Ctx) -> JSONResponse:
     checks: dict[str, bool] = {}
     try:
@@ -34,6 +38,11 @@ def readyz(ctx: Ctx) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"description": "Prometheus text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 def get_metrics(ctx: Ctx) -> Response:
     return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -86,3 +86,10 @@ def test_operation_ids_are_clean_and_stable(api):
     assert ids[("/v1/rankings", "post")] == "create_ranking" and ids[("/v1/rank", "get")] == "get_rank"
     assert ids[("/v1/pilot-sets", "post")] == "create_pilot_set" and ids[("/v1/models/{model_id}", "delete")] == "delete_model"
     assert ids[("/v1/rankings/{ranking_id}/evaluation", "post")] == "create_evaluation"
+
+
+def test_metrics_declares_the_content_type_it_serves(api):
+    spec = api.get("/openapi.json").json()
+    declared = spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+    served = api.get("/metrics").headers["content-type"].split(";")[0]
+    assert list(declared) == ["text/plain"] == [served]
