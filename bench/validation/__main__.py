@@ -13,6 +13,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
+def _key_values(items: Sequence[str]) -> dict[str, object]:
+    """`KEY=VALUE` pairs, each VALUE read as JSON (a number, true/false, a list), else as a string."""
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--finetune takes KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from bench.validation.profiles import PROFILES, get_profile, narrowed
 
@@ -31,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--members", nargs="+", help="only these zoo members (a pilot study; default: the profile's)")
     r.add_argument("--seeds", nargs="+", type=int, help="fine-tune seeds (default: the profile's)")
     r.add_argument("--steps-scale", type=float, help="multiply every task's fine-tune steps and encoder warm-up (default: the profile's)")
+    r.add_argument("--finetune", nargs="+", metavar="KEY=JSON", help="override fine-tuning settings, e.g. encoder_warmup_steps=0")
     r.add_argument("--decoders", choices=("all", "default"), default="all",
                    help="'default': score with the production decoder only (kaiming-0), skipping Table 2's sweep")
     rep = sub.add_parser("report", help="rewrite report.md and plots from results.json")
@@ -46,11 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile = get_profile(args.profile)
         try:
             profile = narrowed(profile, members=args.members, seeds=args.seeds, steps_scale=args.steps_scale,
-                               default_decoder_only=args.decoders == "default")
+                               default_decoder_only=args.decoders == "default", finetune=_key_values(args.finetune or []))
         except ValueError as exc:
             p.error(str(exc))
         if profile != get_profile(args.profile) and args.out is None:
-            p.error("a narrowed profile (--members, --seeds, --steps-scale, --decoders default) needs its own --out folder")
+            p.error("a narrowed profile (--members, --seeds, --steps-scale, --finetune, --decoders default) needs its own --out folder")
         run(profile, task_files=args.tasks, out_dir=args.out, cache_dir=args.cache, jobs=args.jobs, device=args.device,
             compute=not args.no_compute)
         return 0

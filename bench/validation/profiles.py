@@ -7,7 +7,7 @@ report (122 min on 2 cores, measured), `gpu` uses finer volumes and longer budge
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 DecoderKey = tuple[str, int, int]  # (init, seed, n_decoders)
@@ -94,9 +94,10 @@ def narrowed(
     seeds: Sequence[int] | None = None,
     steps_scale: float | None = None,
     default_decoder_only: bool = False,
+    finetune: Mapping[str, Any] | None = None,
 ) -> Profile:
-    """`profile` for a pilot study: fewer members or seeds, another fine-tuning budget, or only the
-    production decoder. Records stay keyed by their full inputs, so nothing mixes with the full run's."""
+    """`profile` for a pilot study: fewer members or seeds, another fine-tuning budget or recipe
+    (`finetune` overrides the profile's FinetuneConfig fields), or only the production decoder. Records stay keyed by their full inputs, so nothing mixes with the full run's."""
     out = profile
     if members is not None:
         if not members or len(set(members)) != len(members):
@@ -114,4 +115,11 @@ def narrowed(
         out = replace(out, steps_scale=out.steps_scale * steps_scale)
     if default_decoder_only:
         out = replace(out, decoders=out.decoders[:1])
+    if finetune:
+        from worker.finetune import FinetuneConfig
+
+        unknown = sorted(set(finetune) - set(FinetuneConfig.__dataclass_fields__))
+        if unknown:
+            raise ValueError(f"unknown fine-tune settings {unknown}")
+        out = replace(out, finetune={**out.finetune, **finetune})
     return out

@@ -43,3 +43,21 @@ def test_a_narrowed_run_needs_its_own_out_folder(capsys: pytest.CaptureFixture[s
     with pytest.raises(SystemExit) as exc:
         main(["run", "--profile", "cpu", "--seeds", "0", "1"])
     assert exc.value.code == 2 and "--out" in capsys.readouterr().err
+
+
+def test_finetune_overrides_merge_into_the_profiles_recipe() -> None:
+    cpu = get_profile("cpu")
+    full_rate = narrowed(cpu, finetune={"encoder_warmup_steps": 0, "encoder_lr_scale": 1.0})
+    assert full_rate.finetune == {**cpu.finetune, "encoder_warmup_steps": 0, "encoder_lr_scale": 1.0}
+    with pytest.raises(ValueError, match="unknown fine-tune settings"):
+        narrowed(cpu, finetune={"warmup": 0})
+
+
+def test_finetune_values_are_read_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.validation.__main__ import _key_values
+
+    assert _key_values(["steps=300", "augment=false", "optimizer=adamw", "patch=[24,24,24]"]) == {
+        "steps": 300, "augment": False, "optimizer": "adamw", "patch": [24, 24, 24]}
+    with pytest.raises(SystemExit):
+        main(["run", "--profile", "cpu", "--finetune", "steps", "--out", "/tmp/never"])
+    assert "KEY=VALUE" in capsys.readouterr().err
