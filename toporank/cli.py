@@ -118,12 +118,13 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
-def _die_with_parent(parent_pid: int):  # type: ignore[no-untyped-def]
-    """A preexec hook: the worker gets SIGTERM (a warm shutdown) when `serve` exits for any reason.
+WORKER_STOP_GRACE_S = 20.0
+"""How long `serve` gives its worker's cold shutdown before killing the worker's process group."""
 
-    uvicorn re-raises the SIGTERM/SIGINT it handled once it has shut down, so the `finally` of
-    `cmd_serve` does not run on a signal; the kernel's parent-death signal covers that and a SIGKILL.
-    """
+
+def _die_with_parent(parent_pid: int):  # type: ignore[no-untyped-def]
+    """A preexec hook: the worker gets SIGQUIT (Celery's cold shutdown: the running task is
+    abandoned, its pool process terminated) when `serve` dies without stopping it (a SIGKILL)."""
     if not sys.platform.startswith("linux"):
         return None
 
@@ -131,7 +132,7 @@ def _die_with_parent(parent_pid: int):  # type: ignore[no-untyped-def]
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGQUIT, 0, 0, 0)  # PR_SET_PDEATHSIG
         if os.getppid() != parent_pid:  # the parent died before prctl took effect
             os._exit(0)
 
@@ -157,19 +158,44 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"re-queued {counts['items']} ranking item(s) and {counts['models']} model validation(s)", file=sys.stderr)
     worker = None
     if not args.no_worker:
+        # Its own session: a signal to serve's process group (Ctrl-C, systemd's KillMode=control-group)
+        # reaches serve alone, which then stops the worker and its pool process together. A group
+        # signal reaching both Celery's main process and its pool child could leave the main process
+        # hung in its warm shutdown.
         worker = subprocess.Popen(
-            [sys.executable, "-m", "toporank.cli", "worker"], env=os.environ.copy(), preexec_fn=_die_with_parent(os.getpid())
+            [sys.executable, "-m", "toporank.cli", "worker"], env=os.environ.copy(), start_new_session=True,
+            preexec_fn=_die_with_parent(os.getpid()),
         )
+    # uvicorn handles SIGTERM/SIGINT itself, then restores these handlers and re-raises the signal:
+    # raising SystemExit from it lets the `finally` below stop the worker.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    signal.signal(signal.SIGINT, _exit_on_signal)
     try:
         _serve_api(args.host or settings.host, args.port or settings.port)
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        if worker is not None:
+            _stop_worker(worker, WORKER_STOP_GRACE_S)
     return 0
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _stop_worker(worker: subprocess.Popen[bytes], grace: float) -> None:
+    """Cold-shut the worker down (SIGQUIT: a running item is abandoned and stays `running`, so the
+    next start re-queues it), then kill whatever is left of its process group after `grace` seconds."""
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGQUIT)
+        try:
+            worker.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(worker.pid, signal.SIGKILL)  # the pool process too, if the main one left it behind
+    except (ProcessLookupError, PermissionError):
+        pass
+    worker.wait()
 
 
 def cmd_requeue(_args: argparse.Namespace) -> int:
