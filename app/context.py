@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.cache import TTLCache
 from app.services.rank import RankCache
 from app.storage import Storage
 from toporank.settings import Settings
@@ -25,26 +24,11 @@ class Dispatcher(Protocol):
     def broker_ok(self) -> bool: ...
 
 
-class AuthCache:
+class AuthCache(TTLCache):
     """key hash -> tenant id for `ttl` seconds, so hot endpoints skip the key lookup."""
 
     def __init__(self, ttl: float = 10.0, max_size: int = 10_000) -> None:
-        self.ttl = ttl
-        self.max_size = max_size
-        self._data: dict[str, tuple[str, float]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key_hash: str) -> str | None:
-        hit = self._data.get(key_hash)
-        if hit is None or hit[1] < time.monotonic():
-            return None
-        return hit[0]
-
-    def put(self, key_hash: str, tenant_id: str) -> None:
-        with self._lock:
-            if len(self._data) >= self.max_size:
-                self._data.clear()
-            self._data[key_hash] = (tenant_id, time.monotonic() + self.ttl)
+        super().__init__(ttl, max_size)
 
 
 @dataclass

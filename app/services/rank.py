@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
+from app.cache import TTLCache
 from app.errors import ApiError, not_found
 from app.ranking import fused_ranking
 from app.services.lookups import owned_ranking
@@ -36,25 +36,19 @@ class RankCache:
         self.max_size = max_size
         self.head_ttl = head_ttl
         self._data: dict[tuple[object, ...], bytes] = {}
-        self._heads: dict[str, tuple[Any, float]] = {}
+        self._heads = TTLCache(head_ttl, max_size)
         self._lock = threading.Lock()
 
     def head(self, ranking_id: str) -> Any | None:
-        hit = self._heads.get(ranking_id)
-        if hit is None or hit[1] < time.monotonic():
-            return None
-        return hit[0]
+        return self._heads.get(ranking_id)
 
     def put_head(self, ranking_id: str, head: Any) -> None:
-        with self._lock:
-            if len(self._heads) >= self.max_size:
-                self._heads.clear()
-            self._heads[ranking_id] = (head, time.monotonic() + self.head_ttl)
+        self._heads.put(ranking_id, head)
 
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
-            self._heads.clear()
+        self._heads.clear()
 
     def get(self, key: tuple[object, ...]) -> bytes | None:
         return self._data.get(key)

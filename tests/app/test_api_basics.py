@@ -93,3 +93,20 @@ def test_metrics_declares_the_content_type_it_serves(api):
     declared = spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
     served = api.get("/metrics").headers["content-type"].split(";")[0]
     assert list(declared) == ["text/plain"] == [served]
+
+
+def test_ttl_cache_expires_and_starts_afresh_when_full(monkeypatch):
+    from app import cache
+
+    now = [100.0]
+    monkeypatch.setattr(cache.time, "monotonic", lambda: now[0])
+    c = cache.TTLCache(ttl=5.0, max_size=2)
+    c.put("a", 1)
+    c.put("b", 2)
+    assert (c.get("a"), c.get("b"), c.get("c")) == (1, 2, None)
+    now[0] = 105.5
+    assert c.get("a") is None  # expired
+    c.put("c", 3)  # full: starts afresh
+    assert (c.get("b"), c.get("c")) == (None, 3)
+    c.clear()
+    assert c.get("c") is None
