@@ -104,6 +104,7 @@ class ItemOut(BaseModel):
     attempts: int
     reused: bool = Field(description="score reused from an earlier ranking with the same config hash")
     error: ErrorInfo | None
+    numeric_mode: str | None = Field(default=None, description="How the score was computed: cpu-fp32, cuda-bf16 or cuda-fp32")
     grtd: float | None
     lbtc: float | None
     baselines: dict[str, Any] | None

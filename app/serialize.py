@@ -63,6 +63,7 @@ def item_dict(it: RankingItem, names: dict[str, str], score: ModelScore | None) 
         "attempts": it.attempts,
         "reused": it.reused,
         "error": {"code": it.error_code, "detail": it.error_detail} if it.error_code else None,
+        "numeric_mode": score.numeric_mode if score else None,
         "grtd": score.grtd if score else None,
         "lbtc": score.lbtc if score else None,
         "baselines": score.baselines if score else None,

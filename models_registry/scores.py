@@ -1,5 +1,6 @@
-"""Stored per-model scores: one row per (pilot set, model, config hash), reused by every ranking
-that asks for the same thing, written once even when a task is delivered twice."""
+"""Stored per-model scores: one row per (pilot set, model, config hash, numeric mode), reused by
+every ranking that asks for the same thing computed the same way, written once even when a task is
+delivered twice."""
 
 from __future__ import annotations
 
@@ -13,20 +14,29 @@ from sqlalchemy.orm import Session
 from models_registry.tables import ModelScore
 
 
-def find_score(session: Session, pilot_set_id: str, model_id: str, config_hash: str) -> ModelScore | None:
-    """The stored score of this model on this pilot set under this config hash, if any."""
+def find_score(session: Session, pilot_set_id: str, model_id: str, config_hash: str, numeric_mode: str) -> ModelScore | None:
+    """The stored score of this model on this pilot set under this config hash and numeric mode, if any."""
     return session.scalar(
         select(ModelScore).where(
-            ModelScore.pilot_set_id == pilot_set_id, ModelScore.model_id == model_id, ModelScore.config_hash == config_hash
+            ModelScore.pilot_set_id == pilot_set_id,
+            ModelScore.model_id == model_id,
+            ModelScore.config_hash == config_hash,
+            ModelScore.numeric_mode == numeric_mode,
         )
     )
 
 
-def score_ids_by_model(session: Session, pilot_set_id: str, config_hash: str, model_ids: Iterable[str]) -> dict[str, str]:
-    """model id -> stored score id, for those of `model_ids` already scored on the pilot set under the config hash."""
+def score_ids_by_model(
+    session: Session, pilot_set_id: str, config_hash: str, numeric_mode: str, model_ids: Iterable[str]
+) -> dict[str, str]:
+    """model id -> stored score id, for those of `model_ids` already scored on the pilot set under
+    the config hash in the numeric mode."""
     rows = session.execute(
         select(ModelScore.model_id, ModelScore.id).where(
-            ModelScore.pilot_set_id == pilot_set_id, ModelScore.config_hash == config_hash, ModelScore.model_id.in_(list(model_ids))
+            ModelScore.pilot_set_id == pilot_set_id,
+            ModelScore.config_hash == config_hash,
+            ModelScore.numeric_mode == numeric_mode,
+            ModelScore.model_id.in_(list(model_ids)),
         )
     ).all()
     return dict(rows)  # type: ignore[arg-type]
@@ -38,6 +48,7 @@ def store_score(
     pilot_set_id: str,
     model_id: str,
     config_hash: str,
+    numeric_mode: str,
     config: Mapping[str, Any],
     checkpoint_sha256: str,
     code_version: str,
@@ -51,6 +62,7 @@ def store_score(
         pilot_set_id=pilot_set_id,
         model_id=model_id,
         config_hash=config_hash,
+        numeric_mode=numeric_mode,
         config=dict(config),
         grtd=float(grtd),
         lbtc=float(lbtc),
@@ -65,7 +77,7 @@ def store_score(
         session.flush()
     except IntegrityError:
         session.rollback()
-        first = find_score(session, pilot_set_id, model_id, config_hash)
+        first = find_score(session, pilot_set_id, model_id, config_hash, numeric_mode)
         if first is None:
             raise
         return first

@@ -173,16 +173,18 @@ class RankingItem(Base):
 
 
 class ModelScore(Base):
-    """Raw per-model scores, unique on (pilot set, model, config hash) and reused across rankings."""
+    """Raw per-model scores, unique on (pilot set, model, config hash, numeric mode) and reused
+    across rankings; `numeric_mode` is transferability.config.numeric_mode (e.g. `cuda-bf16`)."""
 
     __tablename__ = "model_scores"
     __table_args__ = (
-        UniqueConstraint("pilot_set_id", "model_id", "config_hash", name="uq_model_scores_key"),
+        UniqueConstraint("pilot_set_id", "model_id", "config_hash", "numeric_mode", name="uq_model_scores_key"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("sc"))
     pilot_set_id: Mapped[str] = mapped_column(ForeignKey("pilot_sets.id", ondelete="CASCADE"), index=True)
     model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
     config_hash: Mapped[str] = mapped_column(String(64))
+    numeric_mode: Mapped[str] = mapped_column(String(16))
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     grtd: Mapped[float] = mapped_column(Float)
     lbtc: Mapped[float] = mapped_column(Float)

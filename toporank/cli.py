@@ -147,6 +147,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from models_registry.migrate import upgrade_head
 
     settings = _settings()
+    if settings.device == "auto":
+        settings = _pin_device(settings)
     settings.data_root.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.sqlalchemy_url, pool_size=1)
     try:
@@ -176,6 +178,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if worker is not None:
             _stop_worker(worker, WORKER_STOP_GRACE_S)
     return 0
+
+
+def _pin_device(settings):  # type: ignore[no-untyped-def]
+    """Resolve `TOPORANK_DEVICE=auto` once for the API and the worker serve starts: the API then
+    knows the numeric mode scores will be computed in, and reuses stored ones at once."""
+    try:
+        from worker.adapters import resolve_device
+    except ImportError:  # an API-only install: the workers live elsewhere, keep `auto`
+        return settings
+    from toporank.settings import get_settings
+
+    os.environ["TOPORANK_DEVICE"] = resolve_device("auto")
+    get_settings.cache_clear()
+    return get_settings()
 
 
 def _exit_on_signal(signum: int, _frame: object) -> None:

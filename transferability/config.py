@@ -1,8 +1,10 @@
 """The scoring config of metrics.md §8: every choice a stored score depends on, and its hash.
 
 A ranking request may override any field; the canonical JSON of the full config (defaults
-filled in) plus the scoring code version is hashed, and a score row is reused only for an equal
-hash.
+filled in) plus the scoring code version is hashed. A score row is reused only for an equal hash
+*and* an equal numeric mode (`numeric_mode`: the device kind and the precision the features were
+computed in), because bf16 autocast on CUDA and fp32 on the CPU give different numbers. `precision`
+is therefore left out of the hash: it asks for a numeric mode, the mode itself is the key.
 """
 
 from __future__ import annotations
@@ -17,6 +19,21 @@ SCORING_CODE_VERSION = "1"
 
 DecoderInit = Literal["kaiming", "xavier", "gaussian"]
 GRTDVariant = Literal["contracted", "penalised"]  # metrics.md §3 / §3a (transferability.grtd.VARIANTS)
+Precision = Literal["mixed", "fp32"]
+"""`mixed`: bf16 autocast for the encoder forward on CUDA, fp32 on the CPU; `fp32`: fp32 everywhere."""
+NUMERIC_MODES = ("cpu-fp32", "cuda-bf16", "cuda-fp32")
+
+
+def numeric_mode(device: str, precision: Precision) -> str:
+    """The numeric mode a score is computed in on `device` ("cpu", "cuda", "cuda:1") at `precision`.
+
+    Two scores are interchangeable only when their modes are equal (config.py's module docstring)."""
+    kind = str(device).split(":", 1)[0]
+    if kind == "cpu":
+        return "cpu-fp32"
+    if kind == "cuda":
+        return "cuda-fp32" if precision == "fp32" else "cuda-bf16"
+    raise ValueError(f"no numeric mode for device {device!r} (expected cpu or cuda)")
 
 
 @dataclass(frozen=True)
@@ -38,6 +55,7 @@ class ScoringConfig:
     baselines: bool = True
     baseline_stage: str | None = None  # default: the finest GRTD stage
     sw_overlap: float = 0.5
+    precision: Precision = "mixed"  # not hashed: see numeric_mode
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -59,6 +77,8 @@ class ScoringConfig:
             raise ValueError("n_decoders must be an integer >= 1")
         if not 0.0 <= self.sw_overlap < 1.0:
             raise ValueError("sw_overlap must be in [0, 1)")
+        if self.precision not in ("mixed", "fp32"):
+            raise ValueError("precision must be one of mixed, fp32")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "ScoringConfig":
@@ -81,7 +101,10 @@ class ScoringConfig:
         return out
 
     def canonical_json(self) -> str:
-        return json.dumps({"config": self.to_dict(), "code": SCORING_CODE_VERSION}, sort_keys=True, separators=(",", ":"))
+        """What the hash covers: every field but `precision` (its effect is the numeric mode), and the code version."""
+        config = self.to_dict()
+        del config["precision"]
+        return json.dumps({"config": config, "code": SCORING_CODE_VERSION}, sort_keys=True, separators=(",", ":"))
 
     def hash(self) -> str:
         """sha256 of the canonical JSON: the key of score reuse."""

@@ -252,6 +252,7 @@ def extract_case(
     overlap: float = 0.5,
     batch_size: int = 1,
     progress: Callable[[float], None] | None = None,
+    autocast_bf16: bool = True,
 ) -> CaseExtraction:
     """Features of `case` at `queries[stage]` ((N, 3) original-grid voxel coordinates) per stage.
 
@@ -272,7 +273,7 @@ def extract_case(
         for name, pts in queries.items()
     }
     windows = layout.windows()
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and autocast_bf16 else contextlib.nullcontext()
     n_forward = 0
     for b0 in range(0, len(windows), batch_size):
         batch = windows[b0 : b0 + batch_size]

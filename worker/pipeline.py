@@ -22,7 +22,7 @@ from numpy.typing import NDArray
 
 from models_registry.catalog import resolve_spec
 from models_registry.specs import ModelSpec
-from transferability.config import SCORING_CODE_VERSION, ScoringConfig
+from transferability.config import SCORING_CODE_VERSION, ScoringConfig, numeric_mode
 from transferability.grtd import VARIANTS as GRTD_VARIANTS
 from transferability.sampling import AnchorSet, SamplePlan, boundary_anchors, nearest_labels, patch_grid, sample_points
 from worker.adapters import FeatureModel, load_feature_model, resolve_device
@@ -50,6 +50,7 @@ class ModelScoreResult:
     config: dict[str, Any]
     config_hash: str
     stages: list[dict[str, Any]]
+    numeric_mode: str
     details: dict[str, Any] = field(default_factory=dict)
     code_version: str = SCORING_CODE_VERSION
     features: "GatheredFeatures | None" = field(default=None, repr=False, compare=False)
@@ -235,7 +236,7 @@ def _gather(
             progress((m + 1) / len(cases))
             continue
         ex = extract_case(
-            fm, case, flat, overlap=config.sw_overlap, batch_size=batch,
+            fm, case, flat, overlap=config.sw_overlap, batch_size=batch, autocast_bf16=config.precision == "mixed",
             progress=lambda f, m=m: progress((m + f) / len(cases)),
         )
         for stage, segments in queries.split(ex.features).items():
@@ -365,13 +366,16 @@ def _score(
     return _Scores(runs, lb, baselines, base_diag)
 
 
-def _diagnostics(loaded: _Loaded, features: GatheredFeatures, scores: _Scores, per_case: list[dict[str, Any]], dev: str) -> dict[str, Any]:
+def _diagnostics(
+    loaded: _Loaded, features: GatheredFeatures, scores: _Scores, per_case: list[dict[str, Any]], dev: str, mode: str
+) -> dict[str, Any]:
     """Phase 4: what a reader needs to trust the numbers (points per class, patches used, stages, decoder...)."""
     plan, anchors, fm, lb = loaded.plan, loaded.anchors, loaded.fm, scores.lbtc
     classes, counts = np.unique(plan.labels, return_counts=True)
     return {
         "device": dev,
-        "autocast": "bf16" if dev.startswith("cuda") else "fp32",
+        "autocast": "bf16" if mode == "cuda-bf16" else "fp32",
+        "numeric_mode": mode,
         "n_cases": len(per_case),
         "n_points": len(plan),
         "points_per_class": {int(c): int(n) for c, n in zip(classes, counts)},
@@ -423,13 +427,14 @@ def score_model(
     _check_cases(cases)
     timer = _PhaseTimer()
     dev = resolve_device(device)
+    mode = numeric_mode(dev, config.precision)
     report("load", 0.0)
     loaded = _load_and_plan(spec, checkpoint_path, cases, config, dev, timer)
     report("load", 1.0)
     features, per_case = _gather_features(loaded, cases, config, batch_size, report, timer)
     scores = _score(features, config, dev, report, timer)
     with timer("finish"):
-        diagnostics = _diagnostics(loaded, features, scores, per_case, dev)
+        diagnostics = _diagnostics(loaded, features, scores, per_case, dev, mode)
         load_report = loaded.fm.load_report.to_dict()
         stages = [stage.to_dict() for stage in loaded.fm.stages]
     timings = timer.seconds
@@ -447,6 +452,7 @@ def score_model(
         config=config.to_dict(),
         config_hash=config.hash(),
         stages=stages,
+        numeric_mode=mode,
         details={
             "grtd": {
                 **scores.grtd_runs[0].to_dict(),

@@ -23,7 +23,7 @@ from models_registry.scores import find_score, store_score
 from models_registry.specs import ModelSpec
 from models_registry.tables import TERMINAL_ITEM, Model, PilotSet, RankingItem, RankingJob, utcnow
 from toporank.settings import Settings, get_settings
-from transferability.config import SCORING_CODE_VERSION, ScoringConfig
+from transferability.config import SCORING_CODE_VERSION, ScoringConfig, numeric_mode
 from worker.celery_app import app
 
 log = logging.getLogger("toporank.worker")
@@ -154,6 +154,13 @@ class _Progress:
             s.commit()
 
 
+def _numeric_mode(ctx: WorkerContext, config_json: dict[str, Any]) -> str:
+    """The numeric mode this worker scores a job's config in (its device kind and the config's precision)."""
+    from worker.adapters import resolve_device
+
+    return numeric_mode(resolve_device(ctx.settings.device), config_json.get("precision", "mixed"))
+
+
 def score_item_impl(ctx: WorkerContext, item_id: str) -> str:
     """Score one ranking item (one model on one pilot set); returns the item's final status."""
     with ctx.sessions() as s:
@@ -167,7 +174,7 @@ def score_item_impl(ctx: WorkerContext, item_id: str) -> str:
         if job.cancel_requested:
             _finish_item(s, item, "cancelled")
             return "cancelled"
-        score = find_score(s, job.pilot_set_id, item.model_id, job.config_hash)
+        score = find_score(s, job.pilot_set_id, item.model_id, job.config_hash, _numeric_mode(ctx, job.config))
         if score is not None:
             _finish_item(s, item, "succeeded", score_id=score.id, reused=True, progress=1.0)
             return "succeeded"
@@ -212,6 +219,7 @@ def score_item_impl(ctx: WorkerContext, item_id: str) -> str:
             pilot_set_id=ps_id,
             model_id=model_id,
             config_hash=config_hash,
+            numeric_mode=fields["result"]["numeric_mode"],
             config={**config_json, "checkpoint_sha256": sha, "code_version": SCORING_CODE_VERSION,
                     "preprocessing": spec_json.get("preprocessing")},
             checkpoint_sha256=sha,

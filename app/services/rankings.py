@@ -22,7 +22,7 @@ from app.services.lookups import owned_pilot_set
 from models_registry.jobs import refresh_job
 from models_registry.scores import score_ids_by_model
 from models_registry.tables import TERMINAL_JOB, Evaluation, Model, ModelScore, PilotSet, RankingItem, RankingJob, utcnow
-from transferability.config import ScoringConfig
+from transferability.config import ScoringConfig, numeric_mode
 from transferability.fusion import resolve_fusion
 
 if TYPE_CHECKING:
@@ -90,9 +90,19 @@ def _parse_config(raw: Mapping[str, Any] | None) -> ScoringConfig:
         raise ApiError(422, "invalid_config", str(exc)) from exc
 
 
-def _new_job(session: Session, tenant: str, ps: PilotSet, body: RankingIn, config: ScoringConfig, key: str | None, body_hash: str) -> RankingJob:
+def expected_numeric_mode(device: str, config: ScoringConfig) -> str | None:
+    """The numeric mode the deployment's workers will score `config` in, when the API can know it:
+    `TOPORANK_DEVICE` is `cpu` or `cuda`. With `auto` it is None and reuse waits for the worker,
+    which knows its device (`serve` resolves `auto` before it starts, so the embedded mode knows)."""
+    return None if device == "auto" else numeric_mode(device, config.precision)
+
+
+def _new_job(
+    session: Session, tenant: str, ps: PilotSet, body: RankingIn, config: ScoringConfig, key: str | None, body_hash: str, device: str
+) -> RankingJob:
     """The job with one item per model; a model already scored on this pilot set with this config
-    hash gets its stored score (`reused`) instead of a queued item."""
+    hash, in the numeric mode the workers will use, gets its stored score (`reused`) instead of a
+    queued item."""
     config_hash = config.hash()
     job = RankingJob(
         tenant_id=tenant,
@@ -104,7 +114,8 @@ def _new_job(session: Session, tenant: str, ps: PilotSet, body: RankingIn, confi
         idempotency_key=key,
         request_hash=body_hash,
     )
-    existing_scores = score_ids_by_model(session, ps.id, config_hash, body.model_ids)
+    mode = expected_numeric_mode(device, config)
+    existing_scores = score_ids_by_model(session, ps.id, config_hash, mode, body.model_ids) if mode else {}
     now = utcnow()
     for pos, mid in enumerate(body.model_ids):
         item = RankingItem(model_id=mid, position=pos, status="queued", progress=0.0, attempts=0, reused=False)
@@ -129,9 +140,12 @@ def _dispatch(session: Session, job: RankingJob, dispatcher: Dispatcher) -> None
         raise ApiError(503, "broker_unavailable", f"task queue unreachable; ranking {job.id} failed") from exc
 
 
-def create_ranking(session: Session, tenant: str, body: RankingIn, idempotency_key: str | None, dispatcher: Dispatcher) -> Started:
+def create_ranking(
+    session: Session, tenant: str, body: RankingIn, idempotency_key: str | None, dispatcher: Dispatcher, device: str
+) -> Started:
     """Start a ranking of `body.model_ids` on the tenant's pilot set, or replay the one this
-    Idempotency-Key started (also when a concurrent request with the same key won the insert)."""
+    Idempotency-Key started (also when a concurrent request with the same key won the insert).
+    `device` is the workers' `TOPORANK_DEVICE` (see `expected_numeric_mode`)."""
     body_hash = request_hash(body)
     if idempotency_key:
         existing = find_replay(session, tenant, idempotency_key, body_hash)
@@ -139,7 +153,7 @@ def create_ranking(session: Session, tenant: str, body: RankingIn, idempotency_k
             return Started(existing, replayed=True)
     ps = owned_pilot_set(session, tenant, body.pilot_set_id)
     _rankable_models(session, tenant, body.model_ids)
-    job = _new_job(session, tenant, ps, body, _parse_config(body.config), idempotency_key, body_hash)
+    job = _new_job(session, tenant, ps, body, _parse_config(body.config), idempotency_key, body_hash, device)
     session.add(job)
     try:
         session.flush()

@@ -140,6 +140,43 @@ def test_rank_409_until_done_then_fused_order(api, world, sessions):
     assert again == body
 
 
+@pytest.mark.parametrize(
+    ("device", "precision", "stored_mode", "reused"),
+    [
+        ("cpu", "mixed", "cpu-fp32", True),
+        ("cpu", "fp32", "cpu-fp32", True),  # precision changes nothing on the CPU: same mode, reused
+        ("cpu", "mixed", "cuda-bf16", False),  # a GPU score is not a CPU score
+        ("cuda", "mixed", "cuda-bf16", True),
+        ("cuda", "fp32", "cuda-bf16", False),  # fp32 asked on the GPU: the bf16 score does not do
+        ("cuda", "fp32", "cuda-fp32", True),
+        ("cuda", "mixed", "cpu-fp32", False),
+        ("auto", "mixed", "cpu-fp32", False),  # the API cannot know the workers' device: the worker decides
+    ],
+)
+def test_scores_are_reused_only_in_the_numeric_mode_the_workers_will_use(api, world, sessions, dispatcher, monkeypatch,
+                                                                          device, precision, stored_mode, reused):
+    rid = start(api, world, config={"n_samples": 256}).json()["id"]
+    complete(sessions, rid)
+    with sessions() as s:
+        for sc in s.query(ModelScore).all():
+            sc.numeric_mode = stored_mode
+        s.commit()
+    monkeypatch.setattr(api.app.state.ctx.settings, "device", device)
+    dispatcher.scored.clear()
+    body = start(api, world, config={"n_samples": 256, "precision": precision}).json()
+    assert body["status"] == ("succeeded" if reused else "queued")
+    assert [it["reused"] for it in body["items"]] == [reused] * len(body["items"])
+    assert len(dispatcher.scored) == (0 if reused else len(body["items"]))
+
+
+def test_precision_is_validated_and_not_part_of_the_config_hash(api, world):
+    a = start(api, world, config={"n_samples": 256}).json()
+    b = start(api, world, config={"n_samples": 256, "precision": "fp32"}).json()
+    assert a["config_hash"] == b["config_hash"]
+    r = start(api, world, config={"precision": "fp16"})
+    assert r.status_code == 422 and "precision" in r.json()["detail"]
+
+
 def test_fusion_params_stored_with_the_ranking(api, world, sessions):
     rid = start(api, world, fusion={"alpha": 0.0}).json()["id"]
     complete(sessions, rid)

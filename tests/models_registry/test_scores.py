@@ -1,5 +1,5 @@
-"""Stored scores: one row per (pilot set, model, config hash), a duplicate delivery gets the first
-row back, on SQLite and on PostgreSQL."""
+"""Stored scores: one row per (pilot set, model, config hash, numeric mode), a duplicate delivery
+gets the first row back, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -27,8 +27,9 @@ def _world(engine):  # type: ignore[no-untyped-def]
         return sessions, ps.id, [m.id for m in models]
 
 
-def _store(s, ps_id, model_id, grtd):  # type: ignore[no-untyped-def]
-    return store_score(s, pilot_set_id=ps_id, model_id=model_id, config_hash="h" * 64, config={"seed": 0}, checkpoint_sha256="0" * 64,
+def _store(s, ps_id, model_id, grtd, mode="cpu-fp32"):  # type: ignore[no-untyped-def]
+    return store_score(s, pilot_set_id=ps_id, model_id=model_id, config_hash="h" * 64, numeric_mode=mode, config={"seed": 0},
+                       checkpoint_sha256="0" * 64,
                        code_version="1", grtd=grtd, lbtc=0.5, result={"baselines": {"logme": 1.0}, "timings": {"total": 2.0}})
 
 
@@ -45,7 +46,14 @@ def test_a_duplicate_delivery_gets_the_first_row(backend, request):  # type: ign
         s.commit()
         assert again.id == first.id and again.grtd == -0.1
         assert s.query(ModelScore).count() == 1
-        assert find_score(s, ps_id, m0, "h" * 64).id == first.id
-        assert find_score(s, ps_id, m1, "h" * 64) is None and find_score(s, ps_id, m0, "g" * 64) is None
-        assert score_ids_by_model(s, ps_id, "h" * 64, [m0, m1]) == {m0: first.id}
-        assert score_ids_by_model(s, ps_id, "g" * 64, [m0, m1]) == {}
+        assert find_score(s, ps_id, m0, "h" * 64, "cpu-fp32").id == first.id
+        assert find_score(s, ps_id, m1, "h" * 64, "cpu-fp32") is None and find_score(s, ps_id, m0, "g" * 64, "cpu-fp32") is None
+        assert find_score(s, ps_id, m0, "h" * 64, "cuda-bf16") is None  # computed another way: not the same score
+        assert score_ids_by_model(s, ps_id, "h" * 64, "cpu-fp32", [m0, m1]) == {m0: first.id}
+        assert score_ids_by_model(s, ps_id, "g" * 64, "cpu-fp32", [m0, m1]) == {}
+        assert score_ids_by_model(s, ps_id, "h" * 64, "cuda-bf16", [m0, m1]) == {}
+    with sessions() as s:  # the same key in another numeric mode is a second row, not a duplicate
+        gpu = _store(s, ps_id, m0, -0.2, mode="cuda-bf16")
+        s.commit()
+        assert gpu.id != first.id and s.query(ModelScore).count() == 2
+        assert find_score(s, ps_id, m0, "h" * 64, "cuda-bf16").grtd == -0.2

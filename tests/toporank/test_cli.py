@@ -81,3 +81,20 @@ def test_an_unreachable_server_registry_gets_one_line(tmp_path, monkeypatch):
                          env={**os.environ, "TOPORANK_DATA_DIR": str(tmp_path)})
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert out.stderr.startswith("toporank: cannot open the registry database (OperationalError)") and "s3cret" not in out.stderr
+
+
+def test_serve_pins_an_auto_device_for_the_api_and_its_worker(monkeypatch):
+    """`serve` resolves TOPORANK_DEVICE=auto once, so its API knows the numeric mode of the scores to reuse."""
+    import torch
+
+    from toporank.cli import _pin_device
+    from toporank.settings import get_settings
+
+    monkeypatch.setenv("TOPORANK_DEVICE", "auto")
+    get_settings.cache_clear()
+    try:
+        pinned = _pin_device(get_settings())
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+        assert pinned.device == want and os.environ["TOPORANK_DEVICE"] == want and get_settings().device == want
+    finally:
+        get_settings.cache_clear()

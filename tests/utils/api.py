@@ -46,7 +46,7 @@ def make_settings(tmp: Path, **over) -> Settings:  # type: ignore[no-untyped-def
 
 @pytest.fixture
 def settings(tmp_path) -> Settings:
-    return make_settings(tmp_path, max_upload_bytes=8 << 20, max_checkpoint_bytes=1 << 20)
+    return make_settings(tmp_path, max_upload_bytes=8 << 20, max_checkpoint_bytes=1 << 20, device="cpu")
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ def score_row(
         pilot_set_id=pilot_set_id,
         model_id=model_id,
         config_hash=config_hash,
+        numeric_mode=fields.pop("numeric_mode", "cpu-fp32"),
         config=config or {},
         grtd=grtd,
         lbtc=lbtc,

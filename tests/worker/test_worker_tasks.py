@@ -1,6 +1,6 @@
 """Task bodies run in-process against the registry (the paths that need no scoring): redelivery
 after the task finished, reuse of an existing score, cancel before start, attempt limit, deleted
-inputs, and start-up re-queueing of the embedded mode."""
+inputs, reuse only in the worker's numeric mode, and start-up re-queueing of the embedded mode."""
 
 from __future__ import annotations
 
@@ -46,6 +46,18 @@ def test_existing_score_is_reused_and_finished_items_skipped(job, sessions):
     assert _items(sessions, job["rid"])[0][1:] == ("succeeded", 0, None, True)
     assert score_item_impl(job["ctx"], item0) == "succeeded"  # duplicate delivery: no-op
     assert score_item_impl(job["ctx"], "it_missing") == "gone"
+
+
+def test_a_score_of_another_numeric_mode_is_not_reused(job, sessions):
+    """The test worker runs on the CPU (TOPORANK_DEVICE=cpu): a stored CUDA bf16 score is not its score."""
+    with sessions() as s:
+        j = s.get(RankingJob, job["rid"])
+        s.add(score_row(job["ps"], job["mids"][0], j.config_hash, config=j.config, numeric_mode="cuda-bf16", result={}, timings={}))
+        s.commit()
+    item0 = _items(sessions, job["rid"])[0][0]
+    assert score_item_impl(job["ctx"], item0) == "failed"  # scored for real: the test checkpoint is not a checkpoint
+    _, status, attempts, code, reused = _items(sessions, job["rid"])[0]
+    assert (status, attempts, reused) == ("failed", 1, False) and code == "unreadable_checkpoint"
 
 
 def test_cancelled_ranking_and_attempt_limit(job, sessions, settings):
