@@ -2,9 +2,15 @@
 the file and an entry name. Nothing here downloads anything; `source` only tells a person where
 the published weights live.
 
-Entries: the 7 OpenMind ResEnc-L models ranked in the paper (MAE, SimMIM, Models Genesis,
-S3D/SparK, VoCo, SimCLR, SwinUNETR pretext; 1 mm isotropic, z-score per volume, 1 channel, patch
-160^3) and the small demo encoders written by `toporank build-demo-zoo`.
+Entries: the OpenMind releases as nnssl trains them (1 mm isotropic, z-score per volume, 1
+channel, patch 160^3): ResEnc-L MAE, S3D/SparK, Models Genesis, VoCo, SimCLR, SwinUNETR pretext
+and Volume Fusion, and PrimusM SimMIM (nnssl has no ResEnc-L SimMIM: its SimMIM trainer builds the
+Primus-M transformer; the paper lists SimMIM among "ResEnc-L backbones", decisions.md says why we
+follow nnssl); plus the small demo encoders written by `toporank build-demo-zoo`.
+
+Each OpenMind entry names the nnssl trainer classes that write its checkpoints (`trainer_name` in
+the file): the adapter refuses a file whose trainer contradicts the entry it is registered under,
+and `toporank zoo import` infers the entry from it.
 """
 
 from __future__ import annotations
@@ -75,6 +81,17 @@ class CatalogEntry:
     source: str | None = None
     notes: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
+    trainer_names: tuple[str, ...] = ()
+    """nnssl trainer classes whose checkpoints belong here; `Name_suffix` variants (batch size,
+    data subsets) count as `Name`. Empty: the entry does not check the trainer."""
+    adaptation_plan: dict[str, Any] | None = None
+    """The plan nnssl writes for this family, used for files saved without one (SparK/S3D output)."""
+    unsupported: str | None = None
+    """Why checkpoints of this family cannot be loaded yet (registration refuses them), or None."""
+
+    def accepts_trainer(self, trainer_name: str) -> bool:
+        """Whether a checkpoint written by `trainer_name` belongs to this entry."""
+        return any(trainer_name == t or trainer_name.startswith(t + "_") for t in self.trainer_names)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +106,8 @@ class CatalogEntry:
             "source": self.source,
             "notes": self.notes,
             "tags": list(self.tags),
+            "trainer_names": list(self.trainer_names),
+            "unsupported": self.unsupported,
         }
 
     def spec(self, name: str | None = None) -> ModelSpec:
@@ -107,20 +126,51 @@ class CatalogEntry:
 _OPENMIND_PREP = PreprocessingSpec(spacing=(1.0, 1.0, 1.0), normalization="zscore", patch_size=(160, 160, 160), in_channels=1)
 _OPENMIND_STAGES = _all_stages(RESENC_L_FEATURES, RESENC_L_STRIDES)
 _FULL_UNET = "nnssl checkpoint_final.pth: full ResEnc-L U-Net (encoder.* used, decoder.* ignored)"
-_ENCODER_ONLY = "nnssl checkpoint_final.pth: encoder (+ projection heads, ignored)"
+_HUB = "; hub release: checkpoint_final.pth with adaptation_plan.json and config.json beside it"
 
+
+def resencl_adaptation_plan() -> dict[str, Any]:
+    """The adaptation plan nnssl's ResEnc-L trainers write (preset `ResEncL`, encoder keys, 1 mm plan)."""
+    return {
+        "architecture_plans": {"arch_class_name": "ResEncL", "arch_kwargs": None, "arch_kwargs_requiring_import": None},
+        "pretrain_plan": {
+            "dataset_name": "Dataset745_OpenMind",
+            "configurations": {
+                "onemmiso": {"spacing": [1.0, 1.0, 1.0], "patch_size": [160, 160, 160], "normalization_schemes": ["ZScoreNormalization"]}
+            },
+        },
+        "pretrain_num_input_channels": 1,
+        "recommended_downstream_patchsize": [160, 160, 160],
+        "key_to_encoder": "encoder.stages",
+        "key_to_stem": "encoder.stem",
+        "keys_to_in_proj": ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"],
+        "key_to_lpe": None,
+    }
+
+
+# (key, method, title, layout, hub name, nnssl trainer classes)
 _OPENMIND = [
-    ("mae", "MAE", "Masked autoencoder (sparse masked reconstruction)", _FULL_UNET, "MAE"),
-    ("simmim", "SimMIM", "SimMIM masked image modelling", _FULL_UNET, "SimMIM"),
-    ("mg", "ModelsGenesis", "Models Genesis restoration of transformed volumes", _FULL_UNET, "MG"),
-    ("s3d", "S3D", "S3D: SparK-style sparse masked modelling in 3D", _FULL_UNET, "S3D"),
-    ("voco", "VoCo", "VoCo volume contrastive learning", _ENCODER_ONLY, "VoCo"),
-    ("simclr", "SimCLR", "SimCLR instance contrastive learning", _ENCODER_ONLY, "SimCLR"),
-    ("swinunetr", "SwinUNETR", "SwinUNETR pretext tasks (inpainting, rotation, contrastive) on ResEnc-L", _FULL_UNET, "SwinUNETR"),
+    ("mae", "MAE", "Masked autoencoder (sparse masked reconstruction)", _FULL_UNET, "MAE", ("BaseMAETrainer",)),
+    ("mg", "ModelsGenesis", "Models Genesis restoration of transformed volumes", _FULL_UNET, "MG", ("ModelGenesisTrainer",)),
+    (
+        "s3d", "S3D", "S3D: SparK-style sparse masked modelling in 3D",
+        "SparK trainer output: network_weights (full ResEnc-L U-Net) + spark_weights (ignored), no embedded plan",
+        "S3D", ("SparkMAETrainer", "EffSparkMAETrainer", "BaseVariableSparkMAETrainer"),
+    ),
+    ("voco", "VoCo", "VoCo volume contrastive learning", "nnssl checkpoint_final.pth: encoder + projector.* (ignored)", "VoCo",
+     ("VoCoTrainer",)),
+    ("simclr", "SimCLR", "SimCLR instance contrastive learning", "nnssl checkpoint_final.pth: encoder + projector.* (ignored)", "SimCLR",
+     ("SimCLRTrainer",)),
+    (
+        "swinunetr", "SwinUNETR", "SwinUNETR pretext tasks (inpainting, rotation, contrastive) on ResEnc-L",
+        "nnssl checkpoint_final.pth: encoder only, plus rotation_proj_head, contrast_proj_head and recon_proj_head (ignored)",
+        "SwinUNETR", ("SwinUNETRTrainer",),
+    ),
+    ("vf", "VolumeFusion", "Volume Fusion (segmenting fused volumes into 5 classes)", _FULL_UNET, "VF", ("VolumeFusionTrainer",)),
 ]
 
 _ENTRIES: dict[str, CatalogEntry] = {}
-for _key, _method, _title, _layout, _hub in _OPENMIND:
+for _key, _method, _title, _layout, _hub, _trainers in _OPENMIND:
     _ENTRIES[f"openmind-resencl-{_key}"] = CatalogEntry(
         name=f"openmind-resencl-{_key}",
         title=f"OpenMind ResEnc-L {_method} ({_title})",
@@ -129,12 +179,32 @@ for _key, _method, _title, _layout, _hub in _OPENMIND:
         architecture={"arch_class_name": "ResEncL"},
         preprocessing=_OPENMIND_PREP,
         stages=_OPENMIND_STAGES,
-        checkpoint_layout=_layout,
+        checkpoint_layout=_layout + _HUB,
         source=f"Hugging Face, OpenMind release (repository named like ResEncL-OpenMind-{_hub}); download it yourself",
         notes="Pre-trained on 114k brain MRI volumes (OpenMind); 6 stages 32-64-128-256-320-320, blocks 1-3-4-6-6-6.",
-        tags=("openmind", "paper-zoo"),
+        tags=("openmind", "paper-zoo") if _key != "vf" else ("openmind",),
+        trainer_names=_trainers,
+        adaptation_plan=resencl_adaptation_plan(),
     )
 
+_PRIMUS_M_STAGES = [StageSpec(name="tokens", channels=864, stride=(8, 8, 8), role="encoder")]
+_ENTRIES["openmind-primusm-simmim"] = CatalogEntry(
+    name="openmind-primusm-simmim",
+    title="OpenMind PrimusM SimMIM (SimMIM masked image modelling on the Primus-M transformer)",
+    ssl_method="SimMIM",
+    format="nnssl",
+    architecture={"arch_class_name": "PrimusM"},
+    preprocessing=_OPENMIND_PREP,
+    stages=_PRIMUS_M_STAGES,
+    checkpoint_layout="nnssl checkpoint_final.pth: down_projection.* (8^3 patch embedding), eva.* (16 EVA blocks, 864 wide), "
+    "up_projection.* and mask_token (ignored)" + _HUB,
+    source="Hugging Face, OpenMind release (repository named like PrimusM-OpenMind-SimMIM); download it yourself",
+    notes="Listed because it exists and the paper ranks SimMIM; its encoder is one 8^3 token map (no U-Net stages).",
+    tags=("openmind", "paper-zoo"),
+    trainer_names=("SimMIMEvaTrainer",),
+    unsupported="loading Primus checkpoints is not supported yet: it needs timm (EVA blocks) and a stage layout "
+    "for the single token map (see docs/decisions.md)",
+)
 _DEMO_PREP = PreprocessingSpec(spacing=DEMO_SPACING, normalization="zscore", patch_size=DEMO_PATCH, in_channels=1)
 _DEMO_STAGES = _all_stages(DEMO_FEATURES, DEMO_STRIDES)
 _DEMO = [
@@ -159,6 +229,12 @@ for _key, _method, _title in _DEMO:
     )
 
 
+def entry_for_trainer(trainer_name: str) -> CatalogEntry | None:
+    """The catalog entry whose checkpoints `trainer_name` writes, if exactly one claims it."""
+    found = [e for e in _ENTRIES.values() if e.accepts_trainer(trainer_name)]
+    return found[0] if len(found) == 1 else None
+
+
 def list_entries() -> list[dict[str, Any]]:
     """Every catalog entry as JSON-ready dicts, sorted by name (for `GET /v1/catalog`)."""
     return [_ENTRIES[k].to_dict() for k in sorted(_ENTRIES)]
@@ -180,6 +256,8 @@ def resolve_spec(spec: ModelSpec) -> ModelSpec:
     """
     if spec.catalog is not None:
         entry = get_entry(spec.catalog)
+        if entry.unsupported:
+            raise ValueError(f"catalog entry {entry.name!r} cannot be registered: {entry.unsupported}")
         if spec.format != entry.format:
             raise ValueError(f"catalog entry {entry.name!r} is format {entry.format!r}, spec says {spec.format!r}")
         update: dict[str, Any] = {}

@@ -116,7 +116,9 @@ class ModelSpec(_Strict):
 
     - `nnssl`: `architecture` may be empty (the checkpoint's `nnssl_adaptation_plan` says it all);
       an `arch_class_name` here must match the plan; `adaptation_plan` may hold the plan's JSON
-      for checkpoints saved without one.
+      for checkpoints saved without one. A checkpoint whose `trainer_name` contradicts the
+      `catalog` entry is refused (`trainer_mismatch`) unless `allow_trainer_mismatch` is set; the
+      override is recorded in the load report.
     - `monai` / `monai_bundle`: `architecture = {"class": one of MONAI_CLASSES, "kwargs": {...}}`,
       `checkpoint_key` (dotted path into the loaded dict: none, `state_dict`, `net`, ...) and
       `prefix_rewrites`.
@@ -134,6 +136,7 @@ class ModelSpec(_Strict):
     stages: list[StageSpec] | None = None
     checkpoint_key: str | None = None
     prefix_rewrites: list[KeyRewrite] = Field(default_factory=list)
+    allow_trainer_mismatch: bool = False
     description: str | None = None
 
     @model_validator(mode="after")
@@ -151,6 +154,8 @@ class ModelSpec(_Strict):
                 raise ValueError("format 'torchscript' needs its encoder stages (name, channels, stride)")
         if fmt != "monai" and fmt != "monai_bundle" and (self.checkpoint_key or self.prefix_rewrites):
             raise ValueError("checkpoint_key and prefix_rewrites apply to the monai formats only")
+        if self.allow_trainer_mismatch and (fmt != "nnssl" or self.catalog is None):
+            raise ValueError("allow_trainer_mismatch applies to nnssl checkpoints registered under a catalog entry only")
         if self.stages is not None:
             names = [s.name for s in self.stages]
             if len(set(names)) != len(names):

@@ -1,4 +1,4 @@
-"""The zoo catalog: the paper's 7 OpenMind ResEnc-L models and the demo encoders."""
+"""The zoo catalog: the OpenMind releases as nnssl trains them, and the demo encoders."""
 
 from __future__ import annotations
 
@@ -10,11 +10,21 @@ from models_registry.catalog import get_entry, list_entries, resolve_spec
 from models_registry.specs import ModelSpec
 
 
-def test_catalog_lists_the_seven_openmind_models_of_the_paper():
-    entries = [e for e in list_entries() if "paper-zoo" in e["tags"]]
-    methods = sorted(e["ssl_method"] for e in entries)
-    assert methods == sorted(["MAE", "SimMIM", "ModelsGenesis", "S3D", "VoCo", "SimCLR", "SwinUNETR"])
-    for e in entries:
+def test_catalog_lists_the_openmind_releases_nnssl_can_train():
+    entries = {e["name"]: e for e in list_entries() if "openmind" in e["tags"]}
+    resencl = {n: e for n, e in entries.items() if e["architecture"] == {"arch_class_name": "ResEncL"}}
+    assert sorted(e["ssl_method"] for e in resencl.values()) == sorted(
+        ["MAE", "ModelsGenesis", "S3D", "VoCo", "SimCLR", "SwinUNETR", "VolumeFusion"]
+    )  # nnssl has no ResEnc-L SimMIM: its SimMIM trainer builds PrimusM
+    primus = entries["openmind-primusm-simmim"]
+    assert primus["ssl_method"] == "SimMIM" and primus["architecture"] == {"arch_class_name": "PrimusM"}
+    assert primus["trainer_names"] == ["SimMIMEvaTrainer"] and primus["unsupported"]
+    paper = sorted(e["ssl_method"] for e in entries.values() if "paper-zoo" in e["tags"])
+    assert paper == sorted(["MAE", "SimMIM", "ModelsGenesis", "S3D", "VoCo", "SimCLR", "SwinUNETR"])
+    assert "encoder only" in entries["openmind-resencl-swinunetr"]["checkpoint_layout"]
+    assert "rotation_proj_head" in entries["openmind-resencl-swinunetr"]["checkpoint_layout"]
+    for e in resencl.values():
+        assert e["trainer_names"] and e["unsupported"] is None
         assert e["format"] == "nnssl"
         assert e["architecture"] == {"arch_class_name": "ResEncL"}
         assert e["preprocessing"]["spacing"] == [1.0, 1.0, 1.0]
@@ -67,3 +77,22 @@ def test_demo_entries_describe_a_small_resenc():
     for e in demo:
         enc = [s for s in e["stages"] if s["role"] == "encoder"]
         assert [s["channels"] for s in enc] == [8, 16, 32, 64]
+
+
+def test_trainer_names_map_to_one_entry_each():
+    from models_registry.catalog import entry_for_trainer
+
+    assert entry_for_trainer("BaseMAETrainer").name == "openmind-resencl-mae"
+    assert entry_for_trainer("BaseMAETrainer_BS8").name == "openmind-resencl-mae"  # a batch-size variant
+    assert entry_for_trainer("VoCoTrainer").name == "openmind-resencl-voco"
+    assert entry_for_trainer("VolumeFusionTrainer").name == "openmind-resencl-vf"
+    assert entry_for_trainer("SparkMAETrainer").name == "openmind-resencl-s3d"
+    assert entry_for_trainer("SimMIMEvaTrainer").name == "openmind-primusm-simmim"
+    assert entry_for_trainer("VoCoEvaTrainer") is None  # the Primus VoCo: no entry, not the ResEnc-L one
+    assert entry_for_trainer("BaseMAETrainerX") is None
+    assert not get_entry("openmind-resencl-mae").accepts_trainer("VoCoTrainer")
+
+
+def test_an_unsupported_entry_is_refused_at_registration_with_its_reason():
+    with pytest.raises(ValueError, match="not supported yet"):
+        resolve_spec(ModelSpec(name="m", format="nnssl", catalog="openmind-primusm-simmim"))

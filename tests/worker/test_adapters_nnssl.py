@@ -234,6 +234,9 @@ def test_catalog_name_alone_resolves_and_unknown_entries_are_bad_specs(tmp_path:
     with pytest.raises(ModelLoadError) as err:
         load_feature_model(ModelSpec(name="d", format="nnssl", catalog="no-such-entry"), path)
     assert err.value.code == "bad_spec"
-    with pytest.raises(ModelLoadError) as err:  # a catalog entry of another architecture
+    with pytest.raises(ModelLoadError) as err:  # a catalog entry of another trainer...
         load_feature_model(ModelSpec(name="d", format="nnssl", catalog="openmind-resencl-mae"), path)
+    assert err.value.code == "trainer_mismatch"
+    with pytest.raises(ModelLoadError) as err:  # ...and, overridden, of another architecture
+        load_feature_model(ModelSpec(name="d", format="nnssl", catalog="openmind-resencl-mae", allow_trainer_mismatch=True), path)
     assert err.value.code == "bad_spec" and "ResEncL" in err.value.message

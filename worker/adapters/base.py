@@ -32,6 +32,7 @@ ERROR_CODES = (
     "stage_mismatch",
     "bad_spec",
     "missing_preprocessing",
+    "trainer_mismatch",
 )
 
 

@@ -1,5 +1,12 @@
 """nnssl / OpenMind checkpoints: `{"network_weights": state dict, "nnssl_adaptation_plan": plan}`.
 
+Layouts accepted (tests/worker/nnssl_layouts.py writes each as nnssl does): the hub release
+(`checkpoint_final.pth` with `adaptation_plan.json` and `config.json` beside it), raw trainer output
+(`fold_X/checkpoint_final.pth` with optimizer state, logs and `init_args`, its plan JSON one folder
+up), SparK/S3D output (`network_weights` + `spark_weights`, no plan: the catalog entry's plan is
+used) and state dicts saved through DDP / `torch.compile` (`module.` / `_orig_mod.` stripped).
+The file's `trainer_name` is recorded and must agree with the catalog entry it is registered under.
+
 The plan names the architecture (`ResEncL` preset, or `ResidualEncoderUNet` / `PlainConvUNet`
 with `arch_kwargs`) and where the stem and encoder live in the state dict. We build the network
 with `dynamic_network_architectures`, keep its encoder, load stem + encoder strictly and report
@@ -23,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models_registry.catalog import entry_for_trainer, get_entry
 from models_registry.specs import ModelSpec, PreprocessingSpec
 from worker.adapters.base import (
     FeatureModel,
@@ -103,22 +111,100 @@ def _build_network(arch_class_name: str, arch_kwargs: Mapping[str, Any] | None, 
         raise ModelLoadError("unsupported_architecture", f"cannot build {arch_class_name} from arch_kwargs: {exc}") from None
 
 
+PLAN_FILE = "adaptation_plan.json"
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+"""Added to state-dict keys by DistributedDataParallel and torch.compile; nnssl unwraps before saving."""
+
+
+def sidecar_plans(checkpoint_path: Path) -> list[Path]:
+    """Where nnssl leaves `adaptation_plan.json`: beside the checkpoint (hub release,
+    add_adaptation_plan.py) or one folder up (a trainer's output, `fold_X/` below it)."""
+    return [d / PLAN_FILE for d in (checkpoint_path.parent, checkpoint_path.parent.parent) if (d / PLAN_FILE).is_file()]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, TypeError):
+        raise ModelLoadError("wrong_format", f"{PLAN_FILE} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ModelLoadError("wrong_format", f"{PLAN_FILE} is not a JSON object")
+    return data
+
+
 def read_plan(ckpt: Mapping[str, Any], spec: ModelSpec, checkpoint_path: Path) -> tuple[dict[str, Any], str]:
-    """The adaptation plan: embedded in the checkpoint, else `spec.architecture['adaptation_plan']`,
-    else an `adaptation_plan.json` beside the checkpoint. Returns (plan, where it came from)."""
+    """The adaptation plan and where it came from: embedded in the checkpoint, else
+    `spec.architecture['adaptation_plan']`, else an `adaptation_plan.json` (`sidecar_plans`), else
+    the plan of the spec's catalog entry (SparK/S3D output is saved without one)."""
     plan = ckpt.get("nnssl_adaptation_plan")
     if isinstance(plan, Mapping):
         return dict(plan), "checkpoint"
     plan = spec.architecture.get("adaptation_plan")
     if isinstance(plan, Mapping):
         return dict(plan), "spec"
-    side = checkpoint_path.parent / "adaptation_plan.json"
-    if side.is_file():
-        try:
-            return dict(json.loads(side.read_text())), "adaptation_plan.json"
-        except (ValueError, TypeError):
-            raise ModelLoadError("wrong_format", "adaptation_plan.json is not valid JSON") from None
-    raise ModelLoadError("wrong_format", "no nnssl_adaptation_plan in the checkpoint, the spec or an adaptation_plan.json beside it")
+    for side in sidecar_plans(checkpoint_path):
+        where = PLAN_FILE if side.parent == checkpoint_path.parent else f"../{PLAN_FILE}"
+        return _read_json(side), where
+    if spec.catalog is not None:
+        entry = get_entry(spec.catalog)
+        if entry.adaptation_plan is not None:
+            return dict(entry.adaptation_plan), f"catalog entry {entry.name}"
+    raise ModelLoadError(
+        "wrong_format", f"no nnssl_adaptation_plan in the checkpoint, the spec, an {PLAN_FILE} beside it or one folder up, "
+        "or a catalog entry with a plan"
+    )
+
+
+def read_trainer_name(ckpt: Mapping[str, Any], checkpoint_path: Path) -> str | None:
+    """The nnssl trainer class that wrote the file: `trainer_name` in the checkpoint, else in the
+    `adaptation_plan.json` that add_adaptation_plan.py writes beside it."""
+    name = ckpt.get("trainer_name")
+    if isinstance(name, str) and name:
+        return name
+    for side in sidecar_plans(checkpoint_path):
+        name = _read_json(side).get("trainer_name")
+        if isinstance(name, str) and name:
+            return name
+    return None
+
+
+def check_trainer(spec: ModelSpec, trainer_name: str | None, report: LoadReport) -> None:
+    """Refuse a checkpoint whose trainer contradicts the catalog entry it is registered under
+    (`trainer_mismatch`), unless the spec allows it; the override goes into the report."""
+    report.meta["trainer_name"] = trainer_name
+    if trainer_name is None or spec.catalog is None:
+        return
+    entry = get_entry(spec.catalog)
+    if not entry.trainer_names or entry.accepts_trainer(trainer_name):
+        return
+    if spec.allow_trainer_mismatch:
+        report.meta["trainer_mismatch_allowed"] = True
+        report.notes.append(f"trainer {trainer_name} is not one of {entry.name}'s; accepted because the spec sets allow_trainer_mismatch")
+        return
+    other = entry_for_trainer(trainer_name)
+    hint = f" it looks like {other.name}." if other is not None else ""
+    raise ModelLoadError(
+        "trainer_mismatch",
+        f"the checkpoint was written by {trainer_name}, but catalog entry {entry.name} comes from {', '.join(entry.trainer_names)};"
+        f"{hint} Register it under the right entry, or set allow_trainer_mismatch in the spec to override",
+    )
+
+
+def strip_wrapper_prefixes(weights: Mapping[str, torch.Tensor], report: LoadReport) -> dict[str, torch.Tensor]:
+    """Drop the `module.` / `_orig_mod.` prefixes DDP and torch.compile put on every key, as nnssl does before saving."""
+    out: dict[str, torch.Tensor] = {}
+    stripped: set[str] = set()
+    for key, value in weights.items():
+        new = key
+        while (prefix := next((p for p in WRAPPER_PREFIXES if new.startswith(p)), None)) is not None:
+            new = new[len(prefix) :]  # DDP around a compiled model gives `module._orig_mod.`
+            stripped.add(prefix)
+        if new in out:
+            raise ModelLoadError("wrong_format", f"two network_weights keys map to {new!r} once wrapper prefixes are stripped")
+        out[new] = value
+    if stripped:
+        report.notes.append(f"stripped wrapper prefixes {', '.join(sorted(stripped))} from network_weights (DDP / torch.compile)")
+    return out
 
 
 def plan_preprocessing(plan: Mapping[str, Any], in_channels: int) -> PreprocessingSpec | None:
@@ -152,8 +238,14 @@ def load_nnssl(
     if not isinstance(ckpt, Mapping) or "network_weights" not in ckpt:
         found = sorted(map(str, ckpt.keys()))[:12] if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise ModelLoadError("wrong_format", f"not an nnssl checkpoint: no 'network_weights' (found {found})")
-    weights = as_state_dict(ckpt["network_weights"], "network_weights")
+    report = LoadReport(format="nnssl", sha256=sha)
+    check_trainer(spec, read_trainer_name(ckpt, checkpoint_path), report)
+    weights = strip_wrapper_prefixes(as_state_dict(ckpt["network_weights"], "network_weights"), report)
     plan, plan_source = read_plan(ckpt, spec, checkpoint_path)
+    if "spark_weights" in ckpt:
+        report.notes.append("SparK trainer output: network_weights used, spark_weights (the SparK wrapper) ignored")
+    if plan_source.startswith("catalog"):
+        report.notes.append(f"the checkpoint carries no adaptation plan: the plan of {plan_source} was used")
     arch = plan.get("architecture_plans") or {}
     arch_name = arch.get("arch_class_name")
     if not isinstance(arch_name, str):
@@ -176,7 +268,6 @@ def load_nnssl(
     encoder: nn.Module = getattr(net, root)
     expected = {f"{root}.{k}": v for k, v in encoder.state_dict().items()}
 
-    report = LoadReport(format="nnssl", sha256=sha)
     report.meta.update({"arch_class_name": arch_name, "plan_source": plan_source, "pretrain_num_input_channels": pt_in})
 
     def to_net(key: str) -> str | None:
