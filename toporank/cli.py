@@ -234,6 +234,33 @@ def cmd_requeue(_args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_zoo_import(args: argparse.Namespace) -> int:
+    """Register every downloaded release under DIR as a shared model (toporank.zoo); non-zero if one was skipped."""
+    from pathlib import Path
+
+    from app.dispatch import CeleryDispatcher
+    from app.storage import Storage
+    from models_registry.db import make_sessionmaker
+    from toporank.zoo import format_table, import_zoo
+
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        raise SystemExit(f"toporank: {args.dir} is not a folder")
+    settings = _settings()
+    engine = _open_registry(settings)
+    try:
+        rows = import_zoo(
+            folder, make_sessionmaker(engine), Storage(settings.storage_root), CeleryDispatcher(settings).validate_model,
+            progress=lambda r: print(f"{r.name}: {r.status}", file=sys.stderr, flush=True),
+        )
+    finally:
+        engine.dispose()
+    if not rows:
+        raise SystemExit(f"toporank: {args.dir} has no subfolders (one per downloaded model)")
+    print(format_table(rows))
+    return 0 if all(r.ok for r in rows) else 1
+
+
 def cmd_build_demo_zoo(args: argparse.Namespace) -> int:
     from worker import demo_zoo
 
@@ -273,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_create_tenant)
     r = sub.add_parser("requeue", help="send unfinished work to the broker again (after losing its queue)")
     r.set_defaults(func=cmd_requeue)
+    zoo = sub.add_parser("zoo", help="the shared zoo")
+    zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
+    zi = zoo_sub.add_parser("import", help="register a folder of downloaded OpenMind releases (one subfolder each) as shared models")
+    zi.add_argument("dir")
+    zi.set_defaults(func=cmd_zoo_import)
     z = sub.add_parser("build-demo-zoo", help="build the small demo checkpoints (worker.demo_zoo)")
     z.add_argument("rest", nargs="*", help="options of worker.demo_zoo (see toporank build-demo-zoo --help)")
     z.set_defaults(func=cmd_build_demo_zoo)

@@ -71,10 +71,16 @@ async def create_model(
 
 
 @router.get("/models", response_model=ModelList, responses=_ERR, summary="List your models and the shared zoo")
-def list_models(session: Db, tenant: TenantId) -> dict[str, Any]:
-    rows = session.scalars(
-        select(Model).where(or_(Model.tenant_id == tenant, Model.tenant_id.is_(None))).order_by(Model.created_at, Model.id)
-    ).all()
+def list_models(
+    session: Db,
+    tenant: TenantId,
+    shared: Annotated[bool | None, Query(description="true: the shared zoo only; false: your own models only; omitted: both")] = None,
+) -> dict[str, Any]:
+    if shared is None:
+        visible = or_(Model.tenant_id == tenant, Model.tenant_id.is_(None))
+    else:
+        visible = Model.tenant_id.is_(None) if shared else Model.tenant_id == tenant
+    rows = session.scalars(select(Model).where(visible).order_by(Model.created_at, Model.id)).all()
     return {"models": [model_dict(m) for m in rows]}
 
 

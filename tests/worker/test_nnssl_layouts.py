@@ -12,7 +12,7 @@ import torch
 from ckpt_factory import build_dna_network, nnssl_plan, serialised_kwargs
 from models_registry import catalog
 from models_registry.specs import ModelSpec
-from nnssl_layouts import write_hub_release, write_spark_output, write_training_output, wrapped_weights
+from tests.utils.nnssl_layouts import write_hub_release, write_spark_output, write_training_output, wrapped_weights
 from worker.adapters import ModelLoadError, load_feature_model
 from worker.adapters.base import safe_torch_load
 

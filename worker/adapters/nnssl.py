@@ -1,6 +1,6 @@
 """nnssl / OpenMind checkpoints: `{"network_weights": state dict, "nnssl_adaptation_plan": plan}`.
 
-Layouts accepted (tests/worker/nnssl_layouts.py writes each as nnssl does): the hub release
+Layouts accepted (tests/utils/nnssl_layouts.py writes each as nnssl does): the hub release
 (`checkpoint_final.pth` with `adaptation_plan.json` and `config.json` beside it), raw trainer output
 (`fold_X/checkpoint_final.pth` with optimizer state, logs and `init_args`, its plan JSON one folder
 up), SparK/S3D output (`network_weights` + `spark_weights`, no plan: the catalog entry's plan is
