@@ -123,7 +123,11 @@ class CatalogEntry:
         )
 
 
-_OPENMIND_PREP = PreprocessingSpec(spacing=(1.0, 1.0, 1.0), normalization="zscore", patch_size=(160, 160, 160), in_channels=1)
+_OPENMIND_PREP = PreprocessingSpec(
+    spacing=(1.0, 1.0, 1.0), normalization="zscore", patch_size=(160, 160, 160), in_channels=1,
+    resampling="nnunet", crop_to_nonzero=True, use_mask_for_norm=False, transpose_forward=(0, 1, 2),
+)
+"""What nnssl's default preprocessor does with the `onemmiso` plan of the OpenMind releases."""
 _OPENMIND_STAGES = _all_stages(RESENC_L_FEATURES, RESENC_L_STRIDES)
 _FULL_UNET = "nnssl checkpoint_final.pth: full ResEnc-L U-Net (encoder.* used, decoder.* ignored)"
 _HUB = "; hub release: checkpoint_final.pth with adaptation_plan.json and config.json beside it"

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 ModelFormat = Literal["nnssl", "monai", "monai_bundle", "torchscript"]
 StageRole = Literal["encoder", "decoder"]
 Normalization = Literal["zscore", "ct", "none"]
+Resampling = Literal["linear", "nnunet"]
 
 MONAI_CLASSES = ("SwinUNETR", "SegResNet", "UNETR", "BasicUNet", "DynUNet")
 """MONAI network classes the `monai` and `monai_bundle` adapters know how to split into stages."""
@@ -44,6 +45,14 @@ class PreprocessingSpec(_Strict):
 
     `ct`: clip to `ct_clip` = (lo, hi), then `(x - ct_mean) / ct_std`; when mean/std are omitted
     the window is mapped to [-1, 1]. `zscore`: per volume and channel. `none`: left as is.
+
+    nnU-Net / nnssl preprocessing (what OpenMind checkpoints were trained on) is spelt out by four
+    fields: `transpose_forward` (axis order of the model grid), `crop_to_nonzero` (normalise and
+    resample the non-zero bounding box only; the rest is zero padding in the model grid),
+    `use_mask_for_norm` (z-score statistics inside the hole-filled non-zero mask, zero outside) and
+    `resampling = "nnunet"` (third-order splines, clipped to the input range; nnU-Net's separate-z
+    rule, order 0 across slices, when spacing is anisotropic beyond 3:1). The defaults keep the
+    simple path: whole volume, trilinear, no transpose.
     """
 
     spacing: tuple[float, float, float]
@@ -53,6 +62,17 @@ class PreprocessingSpec(_Strict):
     ct_std: float | None = None
     patch_size: tuple[int, int, int]
     in_channels: int = Field(default=1, gt=0)
+    resampling: Resampling = "linear"
+    crop_to_nonzero: bool = False
+    use_mask_for_norm: bool = False
+    transpose_forward: tuple[int, int, int] = (0, 1, 2)
+
+    @field_validator("transpose_forward")
+    @classmethod
+    def _a_permutation(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
+        if sorted(v) != [0, 1, 2]:
+            raise ValueError(f"transpose_forward must be a permutation of (0, 1, 2), got {v}")
+        return v
 
     @field_validator("spacing")
     @classmethod
@@ -79,6 +99,8 @@ class PreprocessingSpec(_Strict):
                 raise ValueError("ct_std must be > 0")
         elif self.ct_clip is not None or self.ct_mean is not None or self.ct_std is not None:
             raise ValueError("ct_clip/ct_mean/ct_std apply to normalization 'ct' only")
+        if self.use_mask_for_norm and not (self.crop_to_nonzero and self.normalization == "zscore"):
+            raise ValueError("use_mask_for_norm needs crop_to_nonzero and normalization 'zscore' (the mask is the non-zero region)")
         return self
 
 

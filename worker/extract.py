@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from models_registry.specs import PreprocessingSpec
 from worker.adapters.base import FeatureModel
-from worker.preprocess import WindowLayout, normalize, pad_to_layout, plan_windows, resample_image, resampled_shape
+from worker.preprocess import WindowLayout, layout_for, model_input
 
 GAUSSIAN_SIGMA_SCALE = 1.0 / 8.0  # nnU-Net's sliding-window importance map
 
@@ -84,8 +84,7 @@ class CaseExtraction:
 
 def case_layout(case: CaseVolume, prep: PreprocessingSpec, coarsest: Sequence[int], overlap: float) -> WindowLayout:
     """The padded window layout of `case` in the model grid of `prep`."""
-    model_shape = resampled_shape(case.shape, case.spacing, prep.spacing)
-    return plan_windows(case.shape, model_shape, prep.patch_size, coarsest, overlap)
+    return layout_for(case.image, case.spacing, prep, coarsest, overlap)
 
 
 def trilinear(fmap: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -262,9 +261,7 @@ def extract_case(
     prep = _check_request(model, case, queries, batch_size)
     t0 = time.perf_counter()
     layout = case_layout(case, prep, model.coarsest_stride, overlap)
-    img = normalize(case.image, prep)
-    img_t = pad_to_layout(resample_image(img, layout.model_shape), layout)
-    del img
+    img_t = model_input(case.image, case.spacing, prep, layout)
     device = model.device
     patch = np.asarray(layout.patch)
     stages = {s.name: s for s in model.stages}

@@ -116,7 +116,16 @@ def test_plan_from_a_sidecar_json_and_preprocessing_from_the_plan(tmp_path: Path
     (d / "adaptation_plan.json").write_text(json.dumps(nnssl_plan(kwargs=kw)))
     fm = load_feature_model(SPEC, d / "checkpoint_final.pth")
     assert fm.load_report.meta["plan_source"] == "adaptation_plan.json"
-    assert fm.preprocessing == PreprocessingSpec(spacing=(1, 1, 1), normalization="zscore", patch_size=(32, 32, 32), in_channels=1)
+    assert fm.preprocessing == PreprocessingSpec(  # as nnssl's default preprocessor applies the plan
+        spacing=(1, 1, 1), normalization="zscore", patch_size=(32, 32, 32), in_channels=1,
+        resampling="nnunet", crop_to_nonzero=True, use_mask_for_norm=False, transpose_forward=(0, 1, 2),
+    )
+    plan = nnssl_plan(kwargs=kw)
+    plan["pretrain_plan"]["transpose_forward"] = [2, 0, 1]
+    plan["pretrain_plan"]["configurations"]["onemmiso"]["use_mask_for_norm"] = [True]
+    (d / "adaptation_plan.json").write_text(json.dumps(plan))
+    prep = load_feature_model(SPEC, d / "checkpoint_final.pth").preprocessing
+    assert prep.transpose_forward == (2, 0, 1) and prep.use_mask_for_norm is True
 
 
 def test_declared_stages_must_match_the_network(nnssl_full):

@@ -208,18 +208,29 @@ def strip_wrapper_prefixes(weights: Mapping[str, torch.Tensor], report: LoadRepo
 
 
 def plan_preprocessing(plan: Mapping[str, Any], in_channels: int) -> PreprocessingSpec | None:
-    """Preprocessing read from the plan (pre-training spacing, z-score, recommended patch), if complete."""
+    """Preprocessing read from the plan as nnssl's default preprocessor applies it: the pre-training
+    spacing, z-score (inside the non-zero mask when the plan says `use_mask_for_norm`), crop to the
+    non-zero box, the plan's `transpose_forward`, spline resampling; the recommended patch. None if incomplete."""
     try:
-        configs = plan["pretrain_plan"]["configurations"]
+        pretrain = plan["pretrain_plan"]
+        configs = pretrain["configurations"]
         cfg = next(iter(configs.values())) if isinstance(configs, Mapping) else configs
         spacing = tuple(float(s) for s in cfg["spacing"])
         patch = tuple(int(p) for p in plan.get("recommended_downstream_patchsize") or cfg["patch_size"])
         schemes = cfg.get("normalization_schemes", ["ZScoreNormalization"])
+        mask_norm = any(bool(m) for m in (cfg.get("use_mask_for_norm") or [False]))
+        transpose = tuple(int(a) for a in (pretrain.get("transpose_forward") or (0, 1, 2)))
     except (KeyError, TypeError, ValueError, StopIteration):
         return None
     if len(spacing) != 3 or len(patch) != 3 or any("ZScore" not in str(s) for s in schemes):
         return None
-    return PreprocessingSpec(spacing=spacing, normalization="zscore", patch_size=patch, in_channels=in_channels)  # type: ignore[arg-type]
+    try:
+        return PreprocessingSpec(
+            spacing=spacing, normalization="zscore", patch_size=patch, in_channels=in_channels,  # type: ignore[arg-type]
+            resampling="nnunet", crop_to_nonzero=True, use_mask_for_norm=mask_norm, transpose_forward=transpose,  # type: ignore[arg-type]
+        )
+    except ValueError:
+        return None
 
 
 def load_nnssl(
