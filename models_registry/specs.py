@@ -191,21 +191,45 @@ class ModelSpec(_Strict):
         return [s for s in (self.stages or []) if s.role == "decoder"]
 
 
-def decoder_stages_for(encoder: list[StageSpec]) -> list[StageSpec]:
-    """The fresh decoder's stages (metrics.md §1): one per skip, coarse to fine, `dec0`, `dec1`, ...
+TOKEN_DECODER_WIDTH = 32
+"""Channels per unit of stride of a token encoder's fresh decoder: 128, 64, 32 at strides 4, 2, 1 (ResEnc-L's widths there)."""
 
-    Decoder stage t upsamples to encoder stage S-2-t and takes its channels and stride, as
-    nnU-Net's decoder does. Pure Python so the API can show the full stage list.
-    """
+
+def is_token_encoder(strides: list[tuple[int, int, int]]) -> bool:
+    """A single-resolution encoder (ViT-like: Primus, UNETR): every stage at the same stride, above 1."""
+    return len(set(strides)) == 1 and max(strides[0]) > 1
+
+
+def decoder_geometry(channels: list[int], strides: list[tuple[int, int, int]]) -> list[tuple[int, tuple[int, int, int]]]:
+    """(channels, stride) of each stage of the fresh decoder, coarse to fine (metrics.md §1).
+
+    A multi-resolution encoder gets nnU-Net's decoder: stage t upsamples to encoder stage S-2-t and
+    takes its channels and stride (its skip). A token encoder has no finer skips: its decoder
+    upsamples the last stage by 2 per axis and stage until stride 1, without skips, with
+    min(previous channels, TOKEN_DECODER_WIDTH * stride) channels (decisions.md, Primus).
+    Pure Python, shared by the registry (stage names for the API) and the worker (the decoder)."""
+    if len(channels) < 2 or len(channels) != len(strides):
+        raise ValueError("a decoder needs at least two encoder stages")
+    for a, b in zip(strides, strides[1:]):
+        if any(sb % sa for sa, sb in zip(a, b)):
+            raise ValueError(f"encoder strides must divide each other going deeper: {a} -> {b}")
+    if not is_token_encoder(strides):
+        return [(channels[s], strides[s]) for s in range(len(channels) - 2, -1, -1)]
+    out: list[tuple[int, tuple[int, int, int]]] = []
+    c, stride = channels[-1], strides[-1]
+    while max(stride) > 1:
+        stride = tuple(max(1, s // 2) for s in stride)  # type: ignore[assignment]
+        c = min(c, TOKEN_DECODER_WIDTH * max(stride))
+        out.append((c, stride))
+    return out
+
+
+def decoder_stages_for(encoder: list[StageSpec]) -> list[StageSpec]:
+    """The fresh decoder's stages, coarse to fine, `dec0`, `dec1`, ... (`decoder_geometry`)."""
     if len(encoder) < 2:
         raise ValueError("a decoder needs at least two encoder stages")
-    for a, b in zip(encoder, encoder[1:]):
-        if any(sb % sa for sa, sb in zip(a.stride, b.stride)):
-            raise ValueError(f"encoder strides must divide each other going deeper: {a.stride} -> {b.stride}")
-    out = []
-    for t, skip in enumerate(reversed(encoder[:-1])):
-        out.append(StageSpec(name=f"dec{t}", channels=skip.channels, stride=skip.stride, role="decoder"))
-    return out
+    geometry = decoder_geometry([s.channels for s in encoder], [s.stride for s in encoder])
+    return [StageSpec(name=f"dec{t}", channels=c, stride=st, role="decoder") for t, (c, st) in enumerate(geometry)]
 
 
 def with_decoder_stages(spec: ModelSpec) -> ModelSpec:

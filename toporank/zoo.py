@@ -109,8 +109,6 @@ def infer_entry(trainer: str | None, arch: str | None) -> CatalogEntry | str:
     entry = entry_for_trainer(trainer)
     if entry is None:
         return f"trainer {trainer} matches no catalog entry"
-    if entry.unsupported:
-        return f"{entry.name}: {entry.unsupported}"
     want = entry.architecture.get("arch_class_name")
     if arch is not None and want is not None and arch != want:
         return f"trainer {trainer} is {entry.name} ({want}), but the plan says {arch}"

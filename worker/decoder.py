@@ -1,8 +1,10 @@
 """The fresh, randomly initialised nnU-Net-style decoder of metrics.md §1.
 
-Built only from the encoder's stage channels and strides: per skip (deepest first) a transposed
-conv up to the skip's stride, concatenation with the skip, then one conv block (3x3x3 conv,
-InstanceNorm, LeakyReLU), as nnU-Net's ResEnc-L decoder. Seeded, so a score is reproducible.
+Built only from the encoder's stage channels and strides (`models_registry.specs.decoder_geometry`):
+per skip (deepest first) a transposed conv up to the skip's stride, concatenation with the skip,
+then one conv block (3x3x3 conv, InstanceNorm, LeakyReLU), as nnU-Net's ResEnc-L decoder. A token
+encoder (every stage at one stride, as Primus) has no finer skips: the same transposed conv and
+conv block upsample its last map by 2 per stage to stride 1. Seeded, so a score is reproducible.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Literal
 
 import torch
 from torch import nn
+
+from models_registry.specs import decoder_geometry, is_token_encoder
 
 DecoderInit = Literal["kaiming", "xavier", "gaussian"]
 INIT_SCHEMES: tuple[str, ...] = ("kaiming", "xavier", "gaussian")
@@ -65,25 +69,25 @@ class RandomDecoder(nn.Module):
     def _build(self, channels: Sequence[int], strides: Sequence[Sequence[int]]) -> None:
         self.transpconvs = nn.ModuleList()
         self.stages = nn.ModuleList()
-        n = len(channels)
-        for s in range(n - 1, 0, -1):
-            hi, lo = strides[s], strides[s - 1]
-            factor = []
-            for a, b in zip(hi, lo):
-                if a % b:
-                    raise ValueError(f"stride {tuple(hi)} is not a multiple of the skip's stride {tuple(lo)}")
-                factor.append(a // b)
-            self.transpconvs.append(
-                nn.ConvTranspose3d(channels[s], channels[s - 1], tuple(factor), tuple(factor), bias=True)
-            )
-            self.stages.append(_ConvBlock(2 * channels[s - 1], channels[s - 1]))
+        strides3 = [tuple(int(v) for v in s) for s in strides]
+        try:
+            geometry = decoder_geometry(list(channels), strides3)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise ValueError(f"stride is not a multiple of the skip's stride: {exc}") from None
+        self.use_skips = not is_token_encoder(strides3)  # type: ignore[arg-type]
+        c_in, s_in = channels[-1], strides3[-1]
+        for c_out, s_out in geometry:
+            factor = tuple(a // b for a, b in zip(s_in, s_out))
+            self.transpconvs.append(nn.ConvTranspose3d(c_in, c_out, factor, factor, bias=True))
+            self.stages.append(_ConvBlock(2 * c_out if self.use_skips else c_out, c_out))
+            c_in, s_in = c_out, s_out
 
     def forward(self, skips: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         x = skips[-1]
         out = []
         for t, (up, block) in enumerate(zip(self.transpconvs, self.stages)):
             x = up(x)
-            x = block(torch.cat((x, skips[-(t + 2)]), dim=1))
+            x = block(torch.cat((x, skips[-(t + 2)]), dim=1) if self.use_skips else x)
             out.append(x)
         return out
 

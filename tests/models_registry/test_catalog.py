@@ -18,13 +18,13 @@ def test_catalog_lists_the_openmind_releases_nnssl_can_train():
     )  # nnssl has no ResEnc-L SimMIM: its SimMIM trainer builds PrimusM
     primus = entries["openmind-primusm-simmim"]
     assert primus["ssl_method"] == "SimMIM" and primus["architecture"] == {"arch_class_name": "PrimusM"}
-    assert primus["trainer_names"] == ["SimMIMEvaTrainer"] and primus["unsupported"]
+    assert primus["trainer_names"] == ["SimMIMEvaTrainer"]
     paper = sorted(e["ssl_method"] for e in entries.values() if "paper-zoo" in e["tags"])
     assert paper == sorted(["MAE", "SimMIM", "ModelsGenesis", "S3D", "VoCo", "SimCLR", "SwinUNETR"])
     assert "encoder only" in entries["openmind-resencl-swinunetr"]["checkpoint_layout"]
     assert "rotation_proj_head" in entries["openmind-resencl-swinunetr"]["checkpoint_layout"]
     for e in resencl.values():
-        assert e["trainer_names"] and e["unsupported"] is None
+        assert e["trainer_names"]
         assert e["format"] == "nnssl"
         assert e["architecture"] == {"arch_class_name": "ResEncL"}
         assert e["preprocessing"]["spacing"] == [1.0, 1.0, 1.0]
@@ -91,8 +91,3 @@ def test_trainer_names_map_to_one_entry_each():
     assert entry_for_trainer("VoCoEvaTrainer") is None  # the Primus VoCo: no entry, not the ResEnc-L one
     assert entry_for_trainer("BaseMAETrainerX") is None
     assert not get_entry("openmind-resencl-mae").accepts_trainer("VoCoTrainer")
-
-
-def test_an_unsupported_entry_is_refused_at_registration_with_its_reason():
-    with pytest.raises(ValueError, match="not supported yet"):
-        resolve_spec(ModelSpec(name="m", format="nnssl", catalog="openmind-primusm-simmim"))

@@ -23,8 +23,8 @@ KW = serialised_kwargs()
 
 
 def _downloads(root: Path) -> Path:
-    """A folder as a hospital would fill it: two releases, a Primus one, an unknown trainer, a plan
-    that contradicts its trainer, an empty folder. The weights are toy-sized under a `ResEncL` plan:
+    """A folder as a hospital would fill it: three releases (one of them Primus), an unknown trainer, a
+    plan that contradicts its trainer, an empty folder. The weights are toy-sized under a `ResEncL` plan:
     importing reads the trainer and the plan only (loading is the worker's validation, tested in
     tests/worker/test_nnssl_layouts.py)."""
     net = build_dna_network("ResidualEncoderUNet", KW)
@@ -51,11 +51,11 @@ def test_import_registers_each_release_once_as_a_shared_model(tmp_path, api, set
     rows = {r.name: r for r in import_zoo(folder, sessions, storage, queued.append)}
     assert rows["ResEncL-OpenMind-MAE"].entry == "openmind-resencl-mae" and rows["ResEncL-OpenMind-MAE"].ok
     assert rows["VoCoTrainer__nnsslPlans__onemmiso"].entry == "openmind-resencl-voco"
-    assert "not supported yet" in rows["PrimusM-OpenMind-SimMIM"].status and not rows["PrimusM-OpenMind-SimMIM"].ok
+    assert rows["PrimusM-OpenMind-SimMIM"].entry == "openmind-primusm-simmim" and rows["PrimusM-OpenMind-SimMIM"].ok
     assert "MyTrainer matches no catalog entry" in rows["homegrown"].status
     assert "no checkpoint_final.pth" in rows["empty"].status
     assert "the plan says ResidualEncoderUNet" in rows["odd-mae"].status and rows["odd-mae"].entry is None
-    imported = [rows["ResEncL-OpenMind-MAE"].model_id, rows["VoCoTrainer__nnsslPlans__onemmiso"].model_id]
+    imported = [rows[n].model_id for n in ("PrimusM-OpenMind-SimMIM", "ResEncL-OpenMind-MAE", "VoCoTrainer__nnsslPlans__onemmiso")]
     assert queued == imported
     with sessions() as s:
         models = {m.id: m for m in s.query(Model).all()}
@@ -65,13 +65,13 @@ def test_import_registers_each_release_once_as_a_shared_model(tmp_path, api, set
         assert m.tenant_id is None and m.status == "validating" and len(m.sha256) == 64
         stored = storage.resolve(m.checkpoint_path)
         assert stored.is_file() and (stored.parent / "adaptation_plan.json").is_file()
-    assert models[imported[0]].spec["catalog"] == "openmind-resencl-mae" and models[imported[0]].spec["stages"]
+    assert models[imported[1]].spec["catalog"] == "openmind-resencl-mae" and models[imported[1]].spec["stages"]
 
     again = {r.name: r for r in import_zoo(folder, sessions, storage, queued.append)}
-    assert again["ResEncL-OpenMind-MAE"].status.startswith("already imported") and again["ResEncL-OpenMind-MAE"].model_id == imported[0]
+    assert again["ResEncL-OpenMind-MAE"].status.startswith("already imported") and again["ResEncL-OpenMind-MAE"].model_id == imported[1]
     assert queued == imported  # nothing queued twice
     with sessions() as s:
-        assert s.query(Model).count() == 2
+        assert s.query(Model).count() == 3
     table = format_table(again.values())
     assert table.splitlines()[0].split() == ["name", "entry", "sha256", "status"] and len(table.splitlines()) == 7
 
@@ -80,7 +80,7 @@ def test_import_registers_each_release_once_as_a_shared_model(tmp_path, api, set
         shared = api.get("/v1/models", params={"shared": "true"}, headers=h).json()["models"]
         assert sorted(m["id"] for m in shared) == sorted(imported) and all(m["shared"] for m in shared)
         assert api.get("/v1/models", params={"shared": "false"}, headers=h).json()["models"] == []
-        assert len(api.get("/v1/models", headers=h).json()["models"]) == 2
+        assert len(api.get("/v1/models", headers=h).json()["models"]) == 3
         r = api.delete(f"/v1/models/{imported[0]}", headers=h)
         assert r.status_code == 403 and r.json()["code"] == "shared_model_readonly"
 
@@ -99,7 +99,7 @@ def test_the_command_prints_a_table_and_a_rerun_is_a_no_op(tmp_path):
     assert lines[0].split() == ["name", "entry", "sha256", "status"] and "Traceback" not in first.stderr
     assert any(line.startswith("ResEncL-OpenMind-MAE") and "openmind-resencl-mae" in line and "imported, validating" in line for line in lines)
     second = _cli(["zoo", "import", str(folder)], tmp_path / "data")
-    assert sum("already imported" in line for line in second.stdout.splitlines()) == 2
+    assert sum("already imported" in line for line in second.stdout.splitlines()) == 3
     missing = _cli(["zoo", "import", str(tmp_path / "nope")], tmp_path / "data")
     assert missing.returncode == 1 and "is not a folder" in missing.stderr and "Traceback" not in missing.stderr
 

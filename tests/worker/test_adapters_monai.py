@@ -156,7 +156,9 @@ def test_basicunet_dynunet_unetr_stages_equal_their_own_forward(tmp_path: Path):
     last, hidden = u.vit(x)
     assert torch.equal(fm(x)["enc1"], u.proj_feat(hidden[6])) and torch.equal(fm(x)["enc3"], u.proj_feat(last))
     assert all(s.stride == (16, 16, 16) for s in fm.encoder_stages)
-    assert [s.stride for s in fm.decoder_stages] == [(16, 16, 16)] * 3  # factor-1 "upsampling"
+    # a token encoder: the fresh decoder upsamples by 2 per stage to full resolution, no skips
+    assert [(s.channels, s.stride[0]) for s in fm.decoder_stages] == [(48, 8), (48, 4), (48, 2), (32, 1)]
+    assert fm(x)["dec3"].shape == (x.shape[0], 32, *x.shape[2:])
     with pytest.raises(ModelLoadError) as err:
         _plain_monai(tmp_path, "u2", u, "UNETR", kw, 64)
     assert err.value.code == "bad_spec"

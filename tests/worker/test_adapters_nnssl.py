@@ -194,7 +194,7 @@ def test_multichannel_pretraining_cannot_be_adapted(tmp_path: Path):
     [
         ({"state_dict": {"a": torch.zeros(1)}}, "wrong_format"),
         ({"network_weights": {"a": 1}}, "wrong_format"),
-        ({"network_weights": {"a": torch.zeros(1)}, "nnssl_adaptation_plan": {"architecture_plans": {"arch_class_name": "PrimusM"}}}, "unsupported_architecture"),
+        ({"network_weights": {"a": torch.zeros(1)}, "nnssl_adaptation_plan": {"architecture_plans": {"arch_class_name": "SwinTransformer3D"}}}, "unsupported_architecture"),
         ({"network_weights": {"a": torch.zeros(1)}, "nnssl_adaptation_plan": {"architecture_plans": {}}}, "wrong_format"),
     ],
 )

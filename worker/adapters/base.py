@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models_registry.specs import PreprocessingSpec, StageSpec
+from models_registry.specs import PreprocessingSpec, StageSpec, decoder_geometry
 from worker.decoder import DecoderInit, RandomDecoder
 
 ERROR_CODES = (
@@ -129,9 +129,8 @@ class FeatureModel:
         self.decoder = RandomDecoder(
             [s.channels for s in encoder_stages], [s.stride for s in encoder_stages], init=decoder_init, seed=decoder_seed
         )
-        dec_stages = [
-            StageInfo(f"dec{t}", s.channels, s.stride, "decoder") for t, s in enumerate(reversed(list(encoder_stages)[:-1]))
-        ]
+        geometry = decoder_geometry([s.channels for s in encoder_stages], [tuple(s.stride) for s in encoder_stages])
+        dec_stages = [StageInfo(f"dec{t}", c, stride, "decoder") for t, (c, stride) in enumerate(geometry)]
         self.stages: list[StageInfo] = list(encoder_stages) + dec_stages
         self.load_report = load_report
         self.preprocessing = preprocessing

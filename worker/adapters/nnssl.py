@@ -32,6 +32,7 @@ from torch import nn
 
 from models_registry.catalog import entry_for_trainer, get_entry
 from models_registry.specs import ModelSpec, PreprocessingSpec
+from worker.adapters import primus
 from worker.adapters.base import (
     FeatureModel,
     LoadReport,
@@ -66,7 +67,7 @@ RESENC_L_KWARGS: dict[str, Any] = {
 
 _IMPORTABLE_ROOTS = ("torch.nn", "dynamic_network_architectures")
 _CLASS_KWARGS = ("conv_op", "norm_op", "dropout_op", "nonlin", "block")
-SUPPORTED_ARCHS = ("ResEncL", "ResidualEncoderUNet", "PlainConvUNet")
+SUPPORTED_ARCHS = ("ResEncL", "ResidualEncoderUNet", "PlainConvUNet", "PrimusS", "PrimusB", "PrimusM", "PrimusL")
 
 
 def resolve_class(dotted: str) -> type:
@@ -267,6 +268,9 @@ def load_nnssl(
     pt_in = int(plan.get("pretrain_num_input_channels", 1))
     prep = spec.preprocessing
     target_in = int(in_channels or (prep.in_channels if prep else pt_in))
+    if arch_name in primus.PRESETS:
+        return _load_primus(spec, arch_name, weights, plan, plan_source, pt_in, target_in, report,
+                            decoder_init=decoder_init, decoder_seed=decoder_seed, device=device)
 
     with torch.device("meta"):  # shapes only: every tensor is replaced by a checkpoint tensor below
         net = _build_network(arch_name, arch.get("arch_kwargs"), arch.get("arch_kwargs_requiring_import"), target_in)
@@ -348,6 +352,24 @@ def load_nnssl(
             report.notes.append("preprocessing taken from the adaptation plan")
     return build_feature_model(
         encoder, measured, spec.encoder_stages(), load_report=report, preprocessing=prep, in_channels=target_in,
+        decoder_init=decoder_init, decoder_seed=decoder_seed, device=device,
+    )
+
+
+def _load_primus(
+    spec: ModelSpec, arch_name: str, weights: Mapping[str, torch.Tensor], plan: Mapping[str, Any], plan_source: str,
+    pt_in: int, target_in: int, report: LoadReport, *, decoder_init: DecoderInit, decoder_seed: int, device: str,
+) -> FeatureModel:
+    """A Primus checkpoint (worker/adapters/primus.py): built for the extraction patch, encoder loaded strictly."""
+    prep = spec.preprocessing or plan_preprocessing(plan, target_in)
+    if prep is None:
+        raise ModelLoadError("missing_preprocessing", "a Primus model needs its patch size: from the spec, or a complete plan")
+    if spec.preprocessing is None:
+        report.notes.append("preprocessing taken from the adaptation plan")
+    report.meta.update({"plan_source": plan_source, "pretrain_num_input_channels": pt_in})
+    encoder, stages = primus.load_primus_encoder(arch_name, weights, plan, target_in, tuple(prep.patch_size), report)
+    return build_feature_model(
+        encoder, stages, spec.encoder_stages(), load_report=report, preprocessing=prep, in_channels=target_in,
         decoder_init=decoder_init, decoder_seed=decoder_seed, device=device,
     )
 
