@@ -15,6 +15,7 @@ import torch
 from app.storage import Storage
 from models_registry.tables import Model
 from tests.utils.api import api, dispatcher, keys, sessions, settings  # noqa: F401 - fixtures
+from tests.utils.archives import nnunet_files, write_zip
 from tests.utils.nnssl_layouts import trainer_checkpoint, write_hub_release
 from tests.worker.ckpt_factory import build_dna_network, nnssl_plan, serialised_kwargs
 from toporank.zoo import format_table, import_zoo
@@ -83,6 +84,10 @@ def test_import_registers_each_release_once_as_a_shared_model(tmp_path, api, set
         assert len(api.get("/v1/models", headers=h).json()["models"]) == 3
         r = api.delete(f"/v1/models/{imported[0]}", headers=h)
         assert r.status_code == 403 and r.json()["code"] == "shared_model_readonly"
+        with open(write_zip(tmp_path / f"{tenant}.zip", nnunet_files(1)), "rb") as fh:
+            ps = api.post("/v1/pilot-sets", headers=h, files={"archive": ("p.zip", fh)}).json()
+        started = api.post("/v1/rankings", headers=h, json={"pilot_set_id": ps["id"], "model_ids": imported})
+        assert started.status_code == 202 and len(started.json()["items"]) == 3  # the shared zoo is rankable by all
 
 
 def _cli(args, data_dir):  # type: ignore[no-untyped-def]
