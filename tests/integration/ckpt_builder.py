@@ -29,25 +29,10 @@ def arch_kwargs() -> dict[str, Any]:
 
 
 def plan() -> dict[str, Any]:
-    return {
-        "architecture_plans": {
-            "arch_class_name": "ResidualEncoderUNet",
-            "arch_kwargs": arch_kwargs(),
-            "arch_kwargs_requiring_import": ["conv_op", "norm_op", "dropout_op", "nonlin"],
-        },
-        "pretrain_plan": {
-            "dataset_name": "Dataset000_Tiny",
-            "configurations": {
-                "iso": {"spacing": [2.0, 2.0, 2.0], "patch_size": [16, 16, 16], "normalization_schemes": ["ZScoreNormalization"]}
-            },
-        },
-        "pretrain_num_input_channels": 1,
-        "recommended_downstream_patchsize": [16, 16, 16],
-        "key_to_encoder": "encoder.stages",
-        "key_to_stem": "encoder.stem",
-        "keys_to_in_proj": ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"],
-        "key_to_lpe": None,
-    }
+    """The tiny ResEnc's adaptation plan: 2 mm, 16^3 pre-training patches."""
+    from tests.utils.nnssl_layouts import adaptation_plan
+
+    return adaptation_plan("ResidualEncoderUNet", arch_kwargs(), 2.0, 16)
 
 
 def build_checkpoint(path: Path, seed: int) -> Path:

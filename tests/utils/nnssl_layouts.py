@@ -17,6 +17,24 @@ from typing import Any
 import torch
 from torch import nn
 
+from models_registry.catalog import resencl_adaptation_plan
+
+
+def adaptation_plan(arch: str, kwargs: dict[str, Any] | None, spacing: float, patch: int, **over: Any) -> dict[str, Any]:
+    """An nnssl adaptation plan like the OpenMind ResEnc-L one, for another architecture and a small
+    isotropic pre-training configuration (`spacing` mm, `patch`^3)."""
+    plan = resencl_adaptation_plan()
+    plan["architecture_plans"] = {
+        "arch_class_name": arch,
+        "arch_kwargs": kwargs,
+        "arch_kwargs_requiring_import": ["conv_op", "norm_op", "dropout_op", "nonlin"] if kwargs else None,
+    }
+    config = plan["pretrain_plan"]["configurations"]["onemmiso"]
+    config.update(spacing=[spacing] * 3, patch_size=[patch] * 3)
+    plan["recommended_downstream_patchsize"] = [patch] * 3
+    plan.update(over)
+    return plan
+
 
 def _optimizer_state(net: nn.Module) -> dict[str, Any]:
     """An SGD state after one step (momentum buffers per parameter), as nnssl's trainers hold it."""

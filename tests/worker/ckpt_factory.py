@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from tests.utils.nnssl_layouts import adaptation_plan
+
 TINY_FEATURES = [4, 8, 16]
 
 
@@ -54,24 +56,5 @@ def build_dna_network(arch: str, kwargs: dict[str, Any], in_channels: int = 1, s
 
 
 def nnssl_plan(arch: str = "ResidualEncoderUNet", kwargs: dict[str, Any] | None = None, **over: Any) -> dict[str, Any]:
-    plan: dict[str, Any] = {
-        "architecture_plans": {
-            "arch_class_name": arch,
-            "arch_kwargs": kwargs,
-            "arch_kwargs_requiring_import": ["conv_op", "norm_op", "dropout_op", "nonlin"] if kwargs else None,
-        },
-        "pretrain_plan": {
-            "dataset_name": "Dataset000_Test",
-            "configurations": {
-                "onemmiso": {"spacing": [1.0, 1.0, 1.0], "patch_size": [32, 32, 32], "normalization_schemes": ["ZScoreNormalization"]}
-            },
-        },
-        "pretrain_num_input_channels": 1,
-        "recommended_downstream_patchsize": [32, 32, 32],
-        "key_to_encoder": "encoder.stages",
-        "key_to_stem": "encoder.stem",
-        "keys_to_in_proj": ["encoder.stem.convs.0.conv", "encoder.stem.convs.0.all_modules.0"],
-        "key_to_lpe": None,
-    }
-    plan.update(over)
-    return plan
+    """The adaptation plan of a tiny nnssl checkpoint: 1 mm, 32^3 pre-training patches."""
+    return adaptation_plan(arch, kwargs, 1.0, 32, **over)

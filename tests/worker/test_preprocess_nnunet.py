@@ -11,7 +11,7 @@ from scipy.ndimage import binary_fill_holes, map_coordinates
 from skimage.transform import resize
 
 from models_registry.specs import PreprocessingSpec
-from test_extract import coord_model
+from test_extract import checkable, coord_model
 from transferability.sampling import patch_grid, sample_points
 from worker.extract import CaseVolume, extract_case
 from worker.preprocess import layout_for, model_input, separate_z_axis
@@ -156,26 +156,8 @@ def test_points_land_on_their_physical_coordinates_after_crop_and_transpose(resa
     truth = points * np.asarray(spacing)
     margin = 3 if resampling == "nnunet" else 0  # spline edge effects reach a few voxels into the crop
     for st in fm.stages:
-        ok = _checkable(points, layout, st.stride, margin)
+        ok = checkable(points, layout, st.stride, margin)
         assert ok.sum() >= 100, f"{st.name}: only {ok.sum()} checkable points"
         err = np.abs(out.features[st.name][ok] - truth[ok]).max()
         assert err < (2e-3 if resampling == "linear" else 2e-2), f"{st.name}: max error {err:.4f} mm"
     assert np.isfinite(np.concatenate(list(out.features.values()))).all()  # points outside the crop get features too
-
-
-def _checkable(points, layout, stride, margin):
-    """Points whose interpolation cells hold only resampled voxels of the crop, `margin` model voxels from its edges."""
-    q = layout.to_padded(points)
-    u = (q + 0.5) / np.asarray(stride, float) - 0.5
-    ok = np.ones(len(points), dtype=bool)
-    for a in range(3):
-        v = np.arange(layout.padded_shape[a]) - layout.pad_before[a]
-        src = (v + 0.5) / layout.scale[a] - 0.5
-        exact = (v >= margin) & (v < layout.model_shape[a] - margin) & (src >= 0) & (src <= layout.cropped_shape[a] - 1)
-        n_cells = layout.padded_shape[a] // stride[a]
-        cell_ok = exact[: n_cells * stride[a]].reshape(n_cells, stride[a]).all(axis=1)
-        i0 = np.floor(u[:, a]).astype(int)
-        inside = (i0 >= 0) & (i0 + 1 <= n_cells - 1)
-        i0 = np.clip(i0, 0, n_cells - 2)
-        ok &= inside & cell_ok[i0] & cell_ok[i0 + 1]
-    return ok
