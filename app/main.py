@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from fastapi.routing import APIRoute
 
 import toporank
@@ -30,6 +31,9 @@ def operation_id(route: APIRoute) -> str:
     return route.name
 
 
+DOCS_ASSETS = "/docs-assets"
+
+
 def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None = None) -> FastAPI:
     """Build the API; `dispatcher` defaults to Celery (tests pass a recorder)."""
     settings = settings or get_settings()
@@ -41,8 +45,11 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
 
         dispatcher = CeleryDispatcher(settings)
     metrics = Metrics(sessions)
-    app = FastAPI(
-        title="TopoRank", version=toporank.__version__, description=DESCRIPTION, generate_unique_id_function=operation_id
+    # Swagger UI and ReDoc from the installed package's assets, not from CDNs: a closed hospital
+    # network would get a blank page otherwise (tests/app/test_docs_offline.py renders both offline).
+    app = FastAPIOffline(
+        title="TopoRank", version=toporank.__version__, description=DESCRIPTION, generate_unique_id_function=operation_id,
+        static_url=DOCS_ASSETS,
     )
     app.state.ctx = AppContext(
         settings=settings,
