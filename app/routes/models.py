@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query, Request
 from sqlalchemy import or_, select
 
 from app.deps import Ctx, Db, TenantId, VisibleModel
-from app.schemas import ErrorBody, ModelList, ModelOut
+from app.openapi_doc import error_responses, links_from_id
+from app.schemas import ModelList, ModelOut
 from app.serialize import model_dict
 from app.upload import parse_multipart
 from app.services import models as service
@@ -17,7 +18,7 @@ from models_registry.tables import Model
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
-_ERR = {r: {"model": ErrorBody} for r in (401, 404, 409, 413, 415, 422, 503)}
+_ERR = error_responses(401, 404, 409, 413, 415, 422, 503)
 
 _UPLOAD_DOC: dict[str, Any] = {
     "requestBody": {
@@ -27,6 +28,7 @@ _UPLOAD_DOC: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["spec", "checkpoint"],
+                    "additionalProperties": False,
                     "properties": {
                         "spec": {
                             "type": "string",
@@ -35,7 +37,8 @@ _UPLOAD_DOC: dict[str, Any] = {
                         },
                         "checkpoint": {"type": "string", "format": "binary"},
                     },
-                }
+                },
+                "encoding": {"spec": {"contentType": "application/json"}, "checkpoint": {"contentType": "application/octet-stream"}},
             }
         },
     }
@@ -46,7 +49,7 @@ _UPLOAD_DOC: dict[str, Any] = {
     "/models",
     status_code=201,
     response_model=ModelOut,
-    responses=_ERR,
+    responses={**_ERR, **links_from_id(201, "model_id", "get_model", "delete_model")},
     openapi_extra=_UPLOAD_DOC,
     summary="Register a model (checkpoint + spec)",
     description=(

@@ -8,14 +8,15 @@ from fastapi import APIRouter, Request
 from sqlalchemy import select
 
 from app.deps import Ctx, Db, OwnedPilotSet, TenantId
-from app.schemas import ErrorBody, PilotSetList, PilotSetOut
+from app.openapi_doc import error_responses, links_from_id
+from app.schemas import PilotSetList, PilotSetOut
 from app.serialize import pilot_set_dict
 from app.services import pilot_sets as service
 from app.upload import parse_multipart
 from models_registry.tables import PilotSet
 
 router = APIRouter(prefix="/v1", tags=["pilot sets"])
-_ERR = {r: {"model": ErrorBody} for r in (401, 404, 413, 415, 422)}
+_ERR = error_responses(401, 404, 413, 415, 422)
 
 _UPLOAD_DOC: dict[str, Any] = {
     "requestBody": {
@@ -25,11 +26,13 @@ _UPLOAD_DOC: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["archive"],
+                    "additionalProperties": False,
                     "properties": {
                         "archive": {"type": "string", "format": "binary", "description": "zip or tar(.gz)"},
                         "name": {"type": "string"},
                     },
-                }
+                },
+                "encoding": {"archive": {"contentType": "application/zip, application/gzip, application/x-tar"}},
             }
         },
     }
@@ -40,7 +43,7 @@ _UPLOAD_DOC: dict[str, Any] = {
     "/pilot-sets",
     status_code=201,
     response_model=PilotSetOut,
-    responses=_ERR,
+    responses={**_ERR, **links_from_id(201, "pilot_set_id", "get_pilot_set", "delete_pilot_set")},
     openapi_extra=_UPLOAD_DOC,
     summary="Upload a pilot set",
     description=(

@@ -9,20 +9,22 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import Ctx, Db, OwnedRanking, TenantId
-from app.schemas import ErrorBody, EvaluationIn, EvaluationOut, RankingIn, RankingList, RankingOut, RankOut
+from app.openapi_doc import error_responses, links_from_id
+from app.schemas import EvaluationIn, EvaluationOut, RankingIn, RankingList, RankingOut, RankOut
 from app.services import rank as rank_service
 from app.services import rankings as service
 from models_registry.tables import RankingJob
 
 router = APIRouter(prefix="/v1", tags=["rankings"])
-_ERR = {r: {"model": ErrorBody} for r in (401, 404, 409, 422, 503)}
+_ERR = error_responses(401, 404, 409, 422, 503)
+_ERR_JSON_BODY = {**_ERR, **error_responses(400)}  # a body that is not JSON: `code` bad_request
 
 
 @router.post(
     "/rankings",
     status_code=202,
     response_model=RankingOut,
-    responses=_ERR,
+    responses={**_ERR_JSON_BODY, **links_from_id(202, "ranking_id", "get_ranking", "cancel_ranking", "create_evaluation", "get_rank")},
     summary="Start a ranking",
     description=(
         "One worker task per model (ids only in messages). A model already scored on this pilot set "
@@ -95,7 +97,7 @@ async def get_rank(
     "/rankings/{ranking_id}/evaluation",
     status_code=201,
     response_model=EvaluationOut,
-    responses=_ERR,
+    responses=_ERR_JSON_BODY,
     summary="Compare the ranking with fine-tuning results",
     description="`truth`: model id -> Dice. Weighted tau (metrics.md §7), Kendall tau-b, Spearman and top-1 regret "
     "for the fused score, GRTD, LBTC and every baseline, over the models with both a score and a truth value.",

@@ -88,6 +88,38 @@ def test_operation_ids_are_clean_and_stable(api):
     assert ids[("/v1/rankings/{ranking_id}/evaluation", "post")] == "create_evaluation"
 
 
+def test_created_objects_link_to_the_operations_that_take_their_ids(api):
+    """OpenAPI links (for generated clients and schemathesis' stateful phase): each one names an
+    existing operation and one of its parameters, fed from the created object's `id`."""
+    spec = api.get("/openapi.json").json()
+    ops = {op["operationId"]: op for path in spec["paths"].values() for op in path.values()}
+    want = {
+        ("/v1/pilot-sets", "201"): {"get_pilot_set", "delete_pilot_set"},
+        ("/v1/models", "201"): {"get_model", "delete_model"},
+        ("/v1/rankings", "202"): {"get_ranking", "cancel_ranking", "create_evaluation", "get_rank"},
+    }
+    for (path, status), targets in want.items():
+        links = spec["paths"][path]["post"]["responses"][status]["links"]
+        assert set(links) == targets
+        for link in links.values():
+            (param, expr), = link["parameters"].items()
+            assert expr == "$response.body#/id"
+            assert param in {p["name"] for p in ops[link["operationId"]].get("parameters", [])}
+
+
+def test_json_bodies_document_400_and_uploads_refuse_unknown_parts(api, keys):
+    spec = api.get("/openapi.json").json()
+    for path in ("/v1/rankings", "/v1/rankings/{ranking_id}/evaluation"):
+        assert spec["paths"][path]["post"]["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorBody")
+    r = api.post("/v1/rankings", content=b"\x8f\x18YDL", headers={"X-API-Key": keys["a"], "Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["code"] == "bad_request"  # a body that is not even text (malformed JSON text is 422)
+    for path in ("/v1/models", "/v1/pilot-sets"):
+        body = spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]
+        assert body["schema"]["additionalProperties"] is False  # the endpoints answer 422 unexpected_field
+    assert spec["paths"]["/v1/models"]["post"]["requestBody"]["content"]["multipart/form-data"]["encoding"]["spec"] == {
+        "contentType": "application/json"}
+
+
 def test_metrics_declares_the_content_type_it_serves(api):
     spec = api.get("/openapi.json").json()
     declared = spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
