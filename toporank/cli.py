@@ -300,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_create_tenant)
     r = sub.add_parser("requeue", help="send unfinished work to the broker again (after losing its queue)")
     r.set_defaults(func=cmd_requeue)
+    from toporank import rank_command
+
+    rank_command.add_parser(sub)
     zoo = sub.add_parser("zoo", help="the shared zoo")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
     zi = zoo_sub.add_parser("import", help="register a folder of downloaded OpenMind releases (one subfolder each) as shared models")

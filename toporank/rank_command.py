@@ -1,0 +1,144 @@
+"""`toporank rank`: rank checkpoints on a pilot set through a running TopoRank server, in one command.
+
+Registers the checkpoints the server does not hold yet (matched by sha256 against your models and
+the shared zoo), uploads the pilot set (an nnU-Net / MSD folder is zipped on the fly), starts the
+ranking, shows a progress bar per model and prints the fused ordering. Needs only the client
+install (no torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from toporank.client import ApiError, Client
+
+BASELINE_COLUMNS = ("logme", "gbc", "hscore", "transrate", "ccfv")
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def parse_model_arg(text: str) -> tuple[Path, str | None]:
+    """`FILE` or `FILE=CATALOG` -> (path, catalog entry or None)."""
+    path, sep, catalog = text.rpartition("=") if "=" in text else (text, "", "")
+    return Path(path if sep else text), (catalog or None)
+
+
+def _fmt(x: Any, width: int = 9) -> str:
+    return f"{x:{width}.4f}" if isinstance(x, (int, float)) else f"{'-':>{width}}"
+
+
+def print_table(rank: dict[str, Any], job: dict[str, Any], out: TextIO = sys.stdout) -> None:
+    """The fused ordering with raw and normalised GRTD and LBTC and a few baselines beside it."""
+    baselines = {it["model_id"]: (it.get("baselines") or {}) for it in job["items"]}
+    cols = [c for c in BASELINE_COLUMNS if any(c in b for b in baselines.values())]
+    print(f"\nK = {rank['K']} foreground classes, alpha = {rank['alpha']:.4f} "
+          f"({'global' if rank['alpha'] >= 0.5 else 'local'} emphasis)", file=out)
+    head = f"{'rank':>4}  {'model':<24}{'fused':>9}{'GRTD':>9}{'LBTC':>9}{'N(GRTD)':>9}{'N(LBTC)':>9}"
+    head += "".join(f"{c:>11}" for c in cols)
+    print(head, file=out)
+    print("-" * len(head), file=out)
+    for m in rank["models"]:
+        row = f"{m['rank']:>4}  {str(m['name'] or m['model_id'])[:23]:<24}"
+        row += "".join(_fmt(m[k]) for k in ("fused", "grtd", "lbtc", "grtd_norm", "lbtc_norm"))
+        row += "".join(_fmt(baselines.get(m["model_id"], {}).get(c), 11) for c in cols)
+        print(row, file=out)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def resolve_models(client: Client, model_args: Sequence[str], shared_names: Sequence[str]) -> list[str]:
+    """Model ids for the `--model` files (registered when the server lacks them) and `--shared` names."""
+    known = client.list_models()
+    by_sha = {m.sha256: m for m in known if m.status != "invalid"}
+    ids: list[str] = []
+    for arg in model_args:
+        path, catalog = parse_model_arg(arg)
+        if not path.is_file():
+            raise SystemExit(f"toporank rank: checkpoint {path} not found")
+        sha = sha256_of(path)
+        label = f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+        if sha in by_sha:
+            m = by_sha[sha]
+            _say(f"model {label}: already registered as {m.name} ({m.id})")
+        else:
+            _say(f"model {label}: registering{f' as {catalog}' if catalog else ''} and waiting for validation")
+            m = client.register_model(path, catalog=catalog)
+        if m.status == "invalid":
+            err = m.error.code if m.error else "invalid"
+            raise SystemExit(f"toporank rank: model {label} failed validation ({err}: {m.error.detail if m.error else ''})")
+        ids.append(m.id)
+    shared = {m.name: m for m in known if m.shared}
+    for name in shared_names:
+        if name not in shared:
+            raise SystemExit(f"toporank rank: no shared model named {name!r}; shared: {', '.join(sorted(shared)) or 'none'}")
+        ids.append(shared[name].id)
+    if not ids:
+        raise SystemExit("toporank rank: name at least one --model or --shared model")
+    return ids
+
+
+def run(args: argparse.Namespace) -> int:
+    server = args.server or os.environ.get("TOPORANK_SERVER")
+    key = args.api_key or os.environ.get("TOPORANK_API_KEY")
+    if not server or not key:
+        raise SystemExit("toporank rank: give --server and --api-key (or TOPORANK_SERVER and TOPORANK_API_KEY)")
+    config = json.loads(args.config) if args.config else None
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    try:
+        with Client(server, key) as client:
+            model_ids = resolve_models(client, args.model or [], args.shared or [])
+            _say(f"pilot set {args.pilot}: uploading")
+            ps = client.upload_pilot_set(args.pilot, name=args.name)
+            _say(f"pilot set {ps.id}: {ps.n_cases} cases, K = {ps.K}")
+            job = client.rank(ps, model_ids, config)
+            with Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%  {task.fields[state]}"),
+                          transient=False, console=None) as bars:
+                tasks = {it.model_id: bars.add_task(str(it.model_name or it.model_id)[:28], total=100, state=it.status)
+                         for it in job.items}
+
+                def show(j: Any) -> None:
+                    for it in j.items:
+                        state = it.status if it.status != "running" else f"{it.stage or 'running'}"
+                        bars.update(tasks[it.model_id], completed=100 * (1.0 if it.status == "succeeded" else it.progress), state=state)
+
+                job = client.wait(job, progress=show)
+            if job.status not in ("succeeded", "partial"):
+                errors = "; ".join(f"{it.model_name}: {it.error.code}" for it in job.items if it.error)
+                raise SystemExit(f"toporank rank: ranking {job.id} ended {job.status}{f' ({errors})' if errors else ''}")
+            rank = client.rank_result(job, partial=job.status == "partial")
+            print_table(rank.model_dump(), job.model_dump())
+            print(f"\nranking {job.id} ({job.status})")
+    except ApiError as exc:
+        raise SystemExit(f"toporank rank: {exc.code}: {exc.detail}") from None
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"toporank rank: {exc}") from None
+    return 0
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("rank", help="rank checkpoints on a pilot set through a running server (client only)",
+                       description=__doc__.splitlines()[0])
+    p.add_argument("--server", help="e.g. http://127.0.0.1:8000 (default: $TOPORANK_SERVER)")
+    p.add_argument("--api-key", help="your tenant's key (default: $TOPORANK_API_KEY)")
+    p.add_argument("--pilot", required=True, help="nnU-Net / MSD dataset folder, or a .zip / .tar.gz of one")
+    p.add_argument("--name", help="a name for the pilot set")
+    p.add_argument("--model", action="append", metavar="FILE[=CATALOG]", help="a checkpoint, optionally with its catalog entry")
+    p.add_argument("--shared", action="append", metavar="NAME", help="a model of the shared zoo, by name")
+    p.add_argument("--config", help="scoring config overrides as JSON, e.g. '{\"n_samples\": 2048}'")
+    p.set_defaults(func=run)
