@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.cache import TTLCache
+from app.limits import RateLimiter
 from app.services.rank import RankCache
 from app.storage import Storage
 from toporank.settings import Settings
@@ -41,3 +42,9 @@ class AppContext:
     metrics: Any
     auth_cache: AuthCache = field(default_factory=AuthCache)
     rank_cache: RankCache = field(default_factory=RankCache)
+    rate_limiter: RateLimiter | None = None
+
+    def __post_init__(self) -> None:
+        if self.rate_limiter is None:
+            broker = self.settings.celery_broker_url
+            self.rate_limiter = RateLimiter(self.settings.rate_limit_per_minute, broker if broker.startswith("redis") else None)

@@ -38,17 +38,19 @@ async def get_tenant(
     ctx: Annotated[AppContext, Depends(get_ctx)],
     x_api_key: Annotated[str | None, Header(description="Tenant API key from `toporank create-tenant`.")] = None,
 ) -> str:
-    """The tenant id owning the `X-API-Key` header; 401 otherwise (cached for a few seconds)."""
+    """The tenant id owning the `X-API-Key` header; 401 otherwise (cached for a few seconds); 429
+    past the key's request rate (`TOPORANK_RATE_LIMIT_PER_MINUTE`)."""
     if not x_api_key:
         raise ApiError(401, "missing_api_key", "send your API key in the X-API-Key header")
     digest = hash_key(x_api_key, ctx.settings.secret_key)
     tenant = ctx.auth_cache.get(digest)
-    if tenant is not None:
-        return tenant
-    tenant = await run_in_threadpool(_lookup_tenant, ctx, x_api_key)
     if tenant is None:
-        raise ApiError(401, "invalid_api_key", "unknown or revoked API key")
-    ctx.auth_cache.put(digest, tenant)
+        tenant = await run_in_threadpool(_lookup_tenant, ctx, x_api_key)
+        if tenant is None:
+            raise ApiError(401, "invalid_api_key", "unknown or revoked API key")
+        ctx.auth_cache.put(digest, tenant)
+    if ctx.rate_limiter is not None:
+        ctx.rate_limiter.hit(digest)
     return tenant
 
 

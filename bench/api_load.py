@@ -281,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOPORANK_")}
     env.update(TOPORANK_DATABASE_URL=db_url, TOPORANK_BROKER_URL=args.redis, TOPORANK_RESULT_BACKEND=args.redis,
                TOPORANK_SECRET_KEY=secret, TOPORANK_DATA_DIR=str(tmp / "data"), TOPORANK_LOG_LEVEL="WARNING",
-               TOPORANK_TASK_QUEUE=f"toporank-bench-{token}")
+               TOPORANK_TASK_QUEUE=f"toporank-bench-{token}",
+               TOPORANK_RATE_LIMIT_PER_MINUTE="0")  # one key drives every client: the limit would measure itself
     port = free_port()
     api = None
     out: dict[str, Any] = {"benchmark": "api_load", "machine": os.environ.get("TOPORANK_BENCH_MACHINE", "2-core CPU sandbox"),

@@ -261,6 +261,25 @@ def cmd_zoo_import(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in rows) else 1
 
 
+def cmd_purge(args: argparse.Namespace) -> int:
+    """Delete the pilot sets older than TOPORANK_PILOT_SET_TTL_DAYS (rows, their rankings and scores, files)."""
+    from app.services.pilot_sets import purge_expired
+    from app.storage import Storage
+    from models_registry.db import make_sessionmaker
+
+    settings = _settings()
+    if settings.pilot_set_ttl_days <= 0:
+        print("retention is off (TOPORANK_PILOT_SET_TTL_DAYS is 0): nothing purged")
+        return 0
+    engine = _open_registry(settings)
+    try:
+        n = purge_expired(make_sessionmaker(engine), Storage(settings.storage_root), settings.pilot_set_ttl_days)
+    finally:
+        engine.dispose()
+    print(f"purged {n} pilot set(s) older than {settings.pilot_set_ttl_days:g} days, with their rankings, scores and files")
+    return 0
+
+
 def cmd_build_demo_zoo(args: argparse.Namespace) -> int:
     from worker import demo_zoo
 
@@ -303,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     from toporank import rank_command
 
     rank_command.add_parser(sub)
+    pg = sub.add_parser("purge", help="delete pilot sets older than TOPORANK_PILOT_SET_TTL_DAYS (run it daily, e.g. from cron)")
+    pg.set_defaults(func=cmd_purge)
     zoo = sub.add_parser("zoo", help="the shared zoo")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
     zi = zoo_sub.add_parser("import", help="register a folder of downloaded OpenMind releases (one subfolder each) as shared models")

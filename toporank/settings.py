@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     max_task_attempts: int = Field(default=3, gt=0, description="Deliveries of one scoring task before it fails.")
     visibility_timeout_s: int = Field(default=6 * 3600, gt=0, description="Redis redelivery; above the longest task.")
     task_queue: str = Field(default="toporank", min_length=1, max_length=100, description="Celery queue name.")
+    quota_storage_bytes: int = Field(default=500 * 1024**3, ge=0, description="Per tenant: bytes of stored pilot sets and models; 0 = no quota.")
+    quota_concurrent_rankings: int = Field(default=20, ge=0, description="Per tenant: rankings queued or running at once; 0 = no limit.")
+    rate_limit_per_minute: int = Field(default=1200, ge=0, description="Requests per API key and minute; 0 = off.")
+    pilot_set_ttl_days: float = Field(default=0.0, ge=0, description="`toporank purge` deletes pilot sets older than this; 0 = keep.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     log_level: str = "INFO"
     host: str = "127.0.0.1"

@@ -6,8 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import or_, select
+from starlette.concurrency import run_in_threadpool
 
 from app.deps import Ctx, Db, TenantId, VisibleModel
+from app.limits import declared_length, ensure_storage
 from app.openapi_doc import error_responses, links_from_id
 from app.schemas import ModelList, ModelOut
 from app.serialize import model_dict
@@ -66,6 +68,7 @@ async def create_model(
     tenant: TenantId,
     wait: Annotated[float, Query(ge=0, le=600, description="seconds to wait for validation")] = 0,
 ) -> dict[str, Any]:
+    await run_in_threadpool(ensure_storage, ctx.storage, tenant, declared_length(request), ctx.settings.quota_storage_bytes)
     form = await parse_multipart(
         request, ctx.storage, file_caps={"checkpoint": ctx.settings.max_checkpoint_bytes}, text_fields={"spec"}
     )

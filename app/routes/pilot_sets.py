@@ -6,8 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from app.deps import Ctx, Db, OwnedPilotSet, TenantId
+from app.limits import declared_length, ensure_storage
 from app.openapi_doc import error_responses, links_from_id
 from app.schemas import PilotSetList, PilotSetOut
 from app.serialize import pilot_set_dict
@@ -57,6 +59,7 @@ _UPLOAD_DOC: dict[str, Any] = {
     ),
 )
 async def create_pilot_set(request: Request, ctx: Ctx, tenant: TenantId) -> dict[str, Any]:
+    await run_in_threadpool(ensure_storage, ctx.storage, tenant, declared_length(request), ctx.settings.quota_storage_bytes)
     form = await parse_multipart(request, ctx.storage, file_caps={"archive": ctx.settings.max_upload_bytes}, text_fields={"name"})
     return await service.create_pilot_set(ctx, tenant, form)
 

@@ -40,7 +40,7 @@ def create_ranking(
     ctx: Ctx,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> dict[str, Any]:
-    started = service.create_ranking(session, tenant, body, idempotency_key, ctx.dispatcher, ctx.settings.device)
+    started = service.create_ranking(session, tenant, body, idempotency_key, ctx.dispatcher, ctx.settings)
     if started.replayed:
         response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/v1/rankings/{started.job.id}"

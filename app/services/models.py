@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import ApiError, not_found
+from app.limits import ensure_storage
 from app.serialize import model_dict
 from app.upload import MultipartResult, UploadedFile
 from models_registry.catalog import resolve_spec
@@ -68,6 +69,11 @@ def register_model(ctx: AppContext, tenant: str, form: MultipartResult) -> str:
     If the broker is unreachable the row and file are removed again and the caller gets 503.
     """
     model_id, spec, dest, upload = _store_checkpoint(ctx, tenant, form)
+    try:
+        ensure_storage(ctx.storage, tenant, 0, ctx.settings.quota_storage_bytes)  # the checkpoint is in the tenant's folder now
+    except ApiError:
+        ctx.storage.remove(dest.parent)
+        raise
     spec_json = spec.model_dump(mode="json")
     row = Model(
         id=model_id,

@@ -1,23 +1,27 @@
 """Pilot-set uploads: safe extraction and checking of the archive (in a thread), then the rows;
-on any failure nothing is left behind."""
+on any failure nothing is left behind. Deletion, and the retention purge, remove rows and files."""
 
 from __future__ import annotations
 
 import logging
 import shutil
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.concurrency import run_in_threadpool
 
 from app.errors import ApiError
 from app.ingest.archive import ArchiveLimits
 from app.ingest.errors import IngestError
 from app.ingest.pilot import IngestLimits, IngestedPilotSet, ingest_archive
+from app.limits import ensure_storage
 from app.serialize import pilot_set_dict
+from app.storage import Storage
 from app.upload import MultipartResult
-from models_registry.tables import PilotCase, PilotSet, new_id
+from models_registry.tables import PilotCase, PilotSet, new_id, utcnow
 
 if TYPE_CHECKING:
     from app.context import AppContext
@@ -80,6 +84,8 @@ async def create_pilot_set(ctx: AppContext, tenant: str, form: MultipartResult) 
     result = await _ingest(ctx, form, out_dir)
     name = (form.fields.get("name") or result.dataset_name or "pilot set").strip()[:200] or "pilot set"
     try:
+        # the extracted cases are what the quota counts (they are in the tenant's folder now)
+        await run_in_threadpool(ensure_storage, ctx.storage, tenant, 0, ctx.settings.quota_storage_bytes)
         with ctx.sessions() as session:
             ps = _rows(ps_id, tenant, name, result, ctx.storage.relative(out_dir))
             session.add(ps)
@@ -90,10 +96,28 @@ async def create_pilot_set(ctx: AppContext, tenant: str, form: MultipartResult) 
         raise
 
 
-def delete_pilot_set(ctx: AppContext, session: Session, ps: PilotSet) -> None:
-    """Hard delete: the rows (cascading to its scores and rankings) and the stored files."""
+def remove_pilot_set(session: Session, storage: Storage, ps: PilotSet) -> None:
+    """Hard delete: the rows (cascading to its cases, scores and rankings), then the stored files."""
     path = ps.storage_path
     session.delete(ps)
     session.commit()
+    storage.remove(path)
+
+
+def delete_pilot_set(ctx: AppContext, session: Session, ps: PilotSet) -> None:
+    """`DELETE /v1/pilot-sets/{id}`: remove it and forget the cached rankings of this process."""
+    remove_pilot_set(session, ctx.storage, ps)
     ctx.rank_cache.clear()
-    ctx.storage.remove(path)
+
+
+def purge_expired(sessions: sessionmaker[Session], storage: Storage, ttl_days: float, now: datetime | None = None) -> int:
+    """Remove every pilot set created more than `ttl_days` ago (rows and files); how many went.
+    `ttl_days` 0 keeps everything. API processes drop cached rankings of them within their cache's TTL."""
+    if ttl_days <= 0:
+        return 0
+    cutoff = (now or utcnow()) - timedelta(days=ttl_days)
+    with sessions() as session:
+        expired = session.scalars(select(PilotSet).where(PilotSet.created_at < cutoff)).all()
+        for ps in expired:
+            remove_pilot_set(session, storage, ps)
+    return len(expired)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.errors import ApiError, not_found
+from app.limits import ensure_ranking_slot
 from app.ranking import evaluate_ranking
 from app.schemas import FusionParams, RankingIn
 from app.serialize import ranking_dict
@@ -27,6 +28,7 @@ from transferability.fusion import resolve_fusion
 
 if TYPE_CHECKING:
     from app.context import Dispatcher
+    from toporank.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -141,11 +143,12 @@ def _dispatch(session: Session, job: RankingJob, dispatcher: Dispatcher) -> None
 
 
 def create_ranking(
-    session: Session, tenant: str, body: RankingIn, idempotency_key: str | None, dispatcher: Dispatcher, device: str
+    session: Session, tenant: str, body: RankingIn, idempotency_key: str | None, dispatcher: Dispatcher, settings: Settings
 ) -> Started:
     """Start a ranking of `body.model_ids` on the tenant's pilot set, or replay the one this
     Idempotency-Key started (also when a concurrent request with the same key won the insert).
-    `device` is the workers' `TOPORANK_DEVICE` (see `expected_numeric_mode`)."""
+    `settings.device` is the workers' device (see `expected_numeric_mode`); a tenant already at
+    `settings.quota_concurrent_rankings` rankings in flight gets 429."""
     body_hash = request_hash(body)
     if idempotency_key:
         existing = find_replay(session, tenant, idempotency_key, body_hash)
@@ -153,7 +156,8 @@ def create_ranking(
             return Started(existing, replayed=True)
     ps = owned_pilot_set(session, tenant, body.pilot_set_id)
     _rankable_models(session, tenant, body.model_ids)
-    job = _new_job(session, tenant, ps, body, _parse_config(body.config), idempotency_key, body_hash, device)
+    ensure_ranking_slot(session, tenant, settings.quota_concurrent_rankings)
+    job = _new_job(session, tenant, ps, body, _parse_config(body.config), idempotency_key, body_hash, settings.device)
     session.add(job)
     try:
         session.flush()
