@@ -45,6 +45,8 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
 
         dispatcher = CeleryDispatcher(settings)
     metrics = Metrics(sessions)
+    storage = Storage(settings.storage_root)
+    storage.sweep_orphan_uploads()  # uploads of a process that died mid-request
     # Swagger UI and ReDoc from the installed package's assets, not from CDNs: a closed hospital
     # network would get a blank page otherwise (tests/app/test_docs_offline.py renders both offline).
     app = FastAPIOffline(
@@ -55,7 +57,7 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
         settings=settings,
         engine=engine,
         sessions=sessions,
-        storage=Storage(settings.storage_root),
+        storage=storage,
         dispatcher=dispatcher,
         metrics=metrics,
     )

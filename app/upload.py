@@ -41,9 +41,10 @@ class MultipartResult:
 
     def cleanup(self) -> None:
         for f in self.files.values():
+            f.path.unlink(missing_ok=True)  # before closing: an unlocked moment would let a sweep race us
             if f._fh is not None:
                 f._fh.close()
-            f.path.unlink(missing_ok=True)
+                f._fh = None
 
 
 class _Collector:
@@ -130,21 +131,20 @@ class _Collector:
         """Write pending file bytes (run in a worker thread: hashing and disk I/O block)."""
         for upload, chunk in self.pending:
             if upload._fh is None:
-                upload.path.parent.mkdir(parents=True, exist_ok=True)
-                upload._fh = open(upload.path, "wb")  # noqa: SIM115 - closed in finish()
+                upload._fh = self.storage.open_temp(upload.path)
             upload._fh.write(chunk)
             upload._hash.update(chunk)
         self.pending.clear()
         self.pending_bytes = 0
 
     def finish(self) -> None:
+        """Flush what is left; the files stay open (and locked, so no sweep takes them) until
+        `MultipartResult.cleanup`, after the caller has moved or ingested them."""
         self.flush()
         for upload in self.files.values():
             if upload._fh is None:
-                upload.path.touch()
-            else:
-                upload._fh.close()
-                upload._fh = None
+                upload._fh = self.storage.open_temp(upload.path)
+            upload._fh.flush()
             upload.sha256 = upload._hash.hexdigest()
 
 

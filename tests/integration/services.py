@@ -112,7 +112,9 @@ def _pg_admin():  # type: ignore[no-untyped-def]
     return create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
 
 
-def make_stack(mode: str, tmp: Path) -> Iterator[Stack]:
+def make_stack(mode: str, tmp: Path, redis_url: str | None = None) -> Iterator[Stack]:
+    """A migrated registry with two tenants, a worker and the API; `postgres` mode uses the shared
+    PostgreSQL server and Redis (or the Redis at `redis_url`)."""
     from sqlalchemy import text
 
     token = secrets.token_hex(5)
@@ -135,8 +137,8 @@ def make_stack(mode: str, tmp: Path) -> Iterator[Stack]:
         with _pg_admin().connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{db_name}"'))
         env["TOPORANK_DATABASE_URL"] = PG_SERVER.rsplit("/", 1)[0] + f"/{db_name}"
-        env["TOPORANK_BROKER_URL"] = REDIS
-        env["TOPORANK_RESULT_BACKEND"] = REDIS
+        env["TOPORANK_BROKER_URL"] = redis_url or REDIS
+        env["TOPORANK_RESULT_BACKEND"] = redis_url or REDIS
     stack = Stack(mode, tmp, env)
     try:
         stack.cli("migrate")
@@ -153,6 +155,7 @@ def make_stack(mode: str, tmp: Path) -> Iterator[Stack]:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
             import redis
 
-            r = redis.Redis.from_url(REDIS)
-            for key in r.scan_iter(match=f"*toporank-it-{token}*"):
-                r.delete(key)
+            if redis_url is None:
+                r = redis.Redis.from_url(REDIS)
+                for key in r.scan_iter(match=f"*toporank-it-{token}*"):
+                    r.delete(key)
