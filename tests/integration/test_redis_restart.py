@@ -34,7 +34,13 @@ class PrivateRedis:
         args = [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
                 "--save", "", "--appendonly", "yes" if self.aof else "no", "--appendfsync", "always"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(lambda: redis.Redis.from_url(self.url, socket_timeout=1).ping(), 30, "the private redis-server")
+        wait_for(self._answers, 30, "the private redis-server")
+
+    def _answers(self) -> bool:
+        try:
+            return bool(redis.Redis.from_url(self.url, socket_timeout=1).ping())
+        except redis.exceptions.ConnectionError:
+            return False
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -46,6 +52,7 @@ class PrivateRedis:
 def redis_stack(request, tmp_path) -> Iterator[tuple[Stack, PrivateRedis]]:  # type: ignore[no-untyped-def]
     server = PrivateRedis(tmp_path / "redis", aof=request.param == "aof")
     server.start()
+    (tmp_path / "stack").mkdir()
     try:
         for stack in make_stack("postgres", tmp_path / "stack", redis_url=server.url):
             yield stack, server
