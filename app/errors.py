@@ -6,13 +6,18 @@ client's own archive) or per-field problems of a request body (`{field, problem}
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("toporank.api")
+DATABASE_RETRY_AFTER_S = 5
 
 
 class ApiError(Exception):
@@ -99,6 +104,13 @@ def install_error_handlers(app: FastAPI) -> None:
         if exc.status_code == 405:
             headers["Allow"] = ", ".join(allowed_methods(request))
         return JSONResponse({"code": code, "detail": str(exc.detail)}, status_code=exc.status_code, headers=headers or None)
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(_request: Request, exc: OperationalError) -> JSONResponse:
+        # the registry database is restarting or unreachable: a retryable 503, never a traceback
+        log.warning("registry database unreachable: %s", type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__)
+        return JSONResponse({"code": "database_unavailable", "detail": "the registry database is unreachable; retry shortly"},
+                            status_code=503, headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
 
     @app.exception_handler(Exception)
     async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models_registry.db import make_engine, make_sessionmaker
@@ -27,6 +29,7 @@ from transferability.config import SCORING_CODE_VERSION, ScoringConfig, numeric_
 from worker.celery_app import app
 
 log = logging.getLogger("toporank.worker")
+T = TypeVar("T")
 PROGRESS_EVERY_S = 0.5
 
 
@@ -131,8 +134,27 @@ def _finish_item(s: Session, item: RankingItem, status: str, **fields: Any) -> N
     s.commit()
 
 
+DB_OUTAGE_S = 300.0
+"""How long a finished score waits for the registry database to come back before the task gives up."""
+
+
+def _retrying_db(fn: Callable[[], T], what: str, outage_s: float = DB_OUTAGE_S) -> T:
+    """`fn()`, retried every 2 s while the database is unreachable (a restart, a fail-over), for up
+    to `outage_s`: a score that took minutes is not thrown away for a blip."""
+    deadline = time.monotonic() + outage_s
+    while True:
+        try:
+            return fn()
+        except OperationalError as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("%s: database unreachable (%s); retrying", what, type(exc).__name__)
+            time.sleep(2.0)
+
+
 class _Progress:
-    """Throttled progress writer; raises TaskCancelled once the ranking is cancelled."""
+    """Throttled progress writer; raises TaskCancelled once the ranking is cancelled. While the
+    database is unreachable the heartbeat is skipped, not fatal: the score goes on."""
 
     def __init__(self, ctx: WorkerContext, item_id: str, job_id: str) -> None:
         self.ctx, self.item_id, self.job_id = ctx, item_id, job_id
@@ -143,15 +165,18 @@ class _Progress:
         if now - self.last < PROGRESS_EVERY_S and fraction < 1.0:
             return
         self.last = now
-        with self.ctx.sessions() as s:
-            item = s.get(RankingItem, self.item_id)
-            job = s.get(RankingJob, self.job_id)
-            if item is None or job is None or job.cancel_requested:
-                raise TaskCancelled()
-            item.stage = str(stage)[:64]
-            item.progress = float(min(max(fraction, 0.0), 0.99))
-            item.heartbeat_at = utcnow()
-            s.commit()
+        try:
+            with self.ctx.sessions() as s:
+                item = s.get(RankingItem, self.item_id)
+                job = s.get(RankingJob, self.job_id)
+                if item is None or job is None or job.cancel_requested:
+                    raise TaskCancelled()
+                item.stage = str(stage)[:64]
+                item.progress = float(min(max(fraction, 0.0), 0.99))
+                item.heartbeat_at = utcnow()
+                s.commit()
+        except OperationalError as exc:
+            log.warning("progress of item %s not recorded: database unreachable (%s)", self.item_id, type(exc).__name__)
 
 
 def _numeric_mode(ctx: WorkerContext, config_json: dict[str, Any]) -> str:
@@ -207,32 +232,36 @@ def score_item_impl(ctx: WorkerContext, item_id: str) -> str:
             _finish_item(s, item, "failed", error_code="pilot_set_unreadable", error_detail="the pilot set's stored cases cannot be read")
             return "failed"
     status, fields = _run_pipeline(ctx, item_id, job_id, spec_json, ckpt_rel, cases, config_json)
-    with ctx.sessions() as s:
-        item = s.get(RankingItem, item_id)
-        if item is None:
-            return "gone"
-        if status != "succeeded":
-            _finish_item(s, item, status, **fields)
-            return status
-        row = store_score(
-            s,
-            pilot_set_id=ps_id,
-            model_id=model_id,
-            config_hash=config_hash,
-            numeric_mode=fields["result"]["numeric_mode"],
-            config={**config_json, "checkpoint_sha256": sha, "code_version": SCORING_CODE_VERSION,
-                    "preprocessing": spec_json.get("preprocessing")},
-            checkpoint_sha256=sha,
-            code_version=SCORING_CODE_VERSION,
-            grtd=fields["grtd"],
-            lbtc=fields["lbtc"],
-            result=fields["result"],
-        )
-        item = s.get(RankingItem, item_id)  # reloaded: storing may have rolled back a duplicate
-        if item is None:
-            return "gone"
-        _finish_item(s, item, "succeeded", score_id=row.id, progress=1.0, stage="done")
-        return "succeeded"
+
+    def record() -> str:
+        with ctx.sessions() as s:
+            item = s.get(RankingItem, item_id)
+            if item is None:
+                return "gone"
+            if status != "succeeded":
+                _finish_item(s, item, status, **fields)
+                return status
+            row = store_score(
+                s,
+                pilot_set_id=ps_id,
+                model_id=model_id,
+                config_hash=config_hash,
+                numeric_mode=fields["result"]["numeric_mode"],
+                config={**config_json, "checkpoint_sha256": sha, "code_version": SCORING_CODE_VERSION,
+                        "preprocessing": spec_json.get("preprocessing")},
+                checkpoint_sha256=sha,
+                code_version=SCORING_CODE_VERSION,
+                grtd=fields["grtd"],
+                lbtc=fields["lbtc"],
+                result=fields["result"],
+            )
+            item = s.get(RankingItem, item_id)  # reloaded: storing may have rolled back a duplicate
+            if item is None:
+                return "gone"
+            _finish_item(s, item, "succeeded", score_id=row.id, progress=1.0, stage="done")
+            return "succeeded"
+
+    return _retrying_db(record, f"storing the result of item {item_id}")
 
 
 def _run_pipeline(
@@ -261,7 +290,12 @@ def _run_pipeline(
 
 
 # --------------------------------------------------------------------------- Celery wrappers
-@app.task(name="toporank.validate_model", acks_late=True, reject_on_worker_lost=True)
+# A task that finds the database unreachable before it starts work is sent again later (Celery
+# retry: a new message, with backoff) instead of failing its item.
+_DB_RETRY = {"autoretry_for": (OperationalError,), "retry_backoff": 2, "retry_backoff_max": 60, "retry_jitter": True, "max_retries": 30}
+
+
+@app.task(name="toporank.validate_model", acks_late=True, reject_on_worker_lost=True, **_DB_RETRY)
 def validate_model(model_id: str) -> str:
     return validate_model_impl(worker_context(), model_id)
 
@@ -277,11 +311,13 @@ def _fail_unfinished(ctx: WorkerContext, item_id: str, exc: BaseException) -> No
         log.exception("could not record the failure of item %s", item_id)
 
 
-@app.task(name="toporank.score_item", acks_late=True, reject_on_worker_lost=True)
+@app.task(name="toporank.score_item", acks_late=True, reject_on_worker_lost=True, **_DB_RETRY)
 def score_item(item_id: str) -> str:
     ctx = worker_context()
     try:
         return score_item_impl(ctx, item_id)
+    except OperationalError:
+        raise  # the database is away: retried later (_DB_RETRY), the item is not failed
     except Exception as exc:
         _fail_unfinished(ctx, item_id, exc)
         raise

@@ -16,7 +16,7 @@ from app.services import rankings as service
 from models_registry.tables import RankingJob
 
 router = APIRouter(prefix="/v1", tags=["rankings"])
-_ERR = error_responses(401, 404, 409, 422, 503)
+_ERR = error_responses(401, 404, 409, 422, 429, 503)
 _ERR_JSON_BODY = {**_ERR, **error_responses(400)}  # a body that is not JSON: `code` bad_request
 
 

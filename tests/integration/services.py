@@ -112,9 +112,10 @@ def _pg_admin():  # type: ignore[no-untyped-def]
     return create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
 
 
-def make_stack(mode: str, tmp: Path, redis_url: str | None = None) -> Iterator[Stack]:
-    """A migrated registry with two tenants, a worker and the API; `postgres` mode uses the shared
-    PostgreSQL server and Redis (or the Redis at `redis_url`)."""
+def make_stack(mode: str, tmp: Path, redis_url: str | None = None, database_url: str | None = None) -> Iterator[Stack]:
+    """A migrated registry with two tenants, a worker and the API; `postgres` mode uses a fresh
+    database on the shared PostgreSQL server (or the database at `database_url`) and the shared
+    Redis (or the Redis at `redis_url`)."""
     from sqlalchemy import text
 
     token = secrets.token_hex(5)
@@ -132,11 +133,14 @@ def make_stack(mode: str, tmp: Path, redis_url: str | None = None) -> Iterator[S
         OMP_NUM_THREADS="1",
     )
     db_name = None
-    if mode == "postgres":
+    if mode == "postgres" and database_url is not None:
+        env["TOPORANK_DATABASE_URL"] = database_url
+    elif mode == "postgres":
         db_name = f"toporank_it_{token}"
         with _pg_admin().connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{db_name}"'))
         env["TOPORANK_DATABASE_URL"] = PG_SERVER.rsplit("/", 1)[0] + f"/{db_name}"
+    if mode == "postgres":
         env["TOPORANK_BROKER_URL"] = redis_url or REDIS
         env["TOPORANK_RESULT_BACKEND"] = redis_url or REDIS
     stack = Stack(mode, tmp, env)
