@@ -38,7 +38,9 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     """Build the API; `dispatcher` defaults to Celery (tests pass a recorder)."""
     settings = settings or get_settings()
     logging.basicConfig(level=settings.log_level.upper())
-    engine = make_engine(settings.sqlalchemy_url)
+    # as many connections as threads that can hold one at once (anyio's threadpool: 40), so that
+    # no request waits for a connection while a thread sits idle
+    engine = make_engine(settings.sqlalchemy_url, pool_size=20, max_overflow=20)
     sessions = make_sessionmaker(engine)
     if dispatcher is None:
         from app.dispatch import CeleryDispatcher

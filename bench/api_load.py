@@ -9,8 +9,14 @@ the same load is the in-run baseline (ratio = rank p99 / healthz p99).
 Part 2: a ~1 GB zip (nnU-Net layout, uncompressed .nii of random noise, so nothing compresses)
 is POSTed to `/v1/pilot-sets`; the API process's RSS is sampled every 20 ms.
 
+Part 3 (`--mixed`): the same C clients for D seconds, each looping over a mix of what users do at
+once: read `/v1/rank`, list models and rankings, submit rankings that reuse the stored scores
+(answered `succeeded` at once), upload small pilot sets, and `GET /healthz` as the in-run baseline.
+It reports per-operation latency and errors, rank p99 / healthz p99 from the same run, and the API
+process's RSS over the run (first and last 10 s).
+
 Usage: python bench/api_load.py [--models 50] [--clients 50] [--duration 15] [--upload-gb 1.0]
-       [--api-workers 1] [--skip-upload] [--pg URL] [--redis URL]
+       [--api-workers 1] [--skip-upload] [--mixed] [--mixed-duration 60] [--pg URL] [--redis URL]
 """
 
 from __future__ import annotations
@@ -60,8 +66,8 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
-def seed_ranking(url: str, secret: str, n_models: int) -> tuple[str, str]:
-    """Tenant, pilot set (K=3), N models with score rows and a succeeded ranking; returns (key, ranking id)."""
+def seed_ranking(url: str, secret: str, n_models: int) -> tuple[str, str, str]:
+    """Tenant, pilot set (K=3), N models with score rows and a succeeded ranking; returns (key, ranking id, pilot set id)."""
     from models_registry.db import make_engine, make_sessionmaker, session_scope
     from models_registry.migrate import upgrade_head
     from models_registry.tables import Model, ModelScore, PilotSet, RankingItem, RankingJob
@@ -87,15 +93,15 @@ def seed_ranking(url: str, secret: str, n_models: int) -> tuple[str, str]:
                       stages=[], checkpoint_path="none", sha256="0" * 64, size_bytes=1, status="ready")
             s.add(m)
             s.flush()
-            sc = ModelScore(pilot_set_id=ps.id, model_id=m.id, config_hash=cfg.hash(), config=cfg.to_dict(),
+            sc = ModelScore(pilot_set_id=ps.id, model_id=m.id, config_hash=cfg.hash(), numeric_mode="cpu-fp32", config=cfg.to_dict(),
                             grtd=float(-rng.uniform(0.1, 0.6)), lbtc=float(rng.uniform(0.5, 0.95)),
                             baselines={"logme": float(rng.normal())}, result={}, timings={}, checkpoint_sha256="0" * 64, code_version="1")
             s.add(sc)
             s.flush()
             s.add(RankingItem(ranking_id=job.id, model_id=m.id, position=i, status="succeeded", progress=1.0, score_id=sc.id))
-        job_id = job.id
+        job_id, ps_id = job.id, ps.id
     engine.dispose()
-    return key, job_id
+    return key, job_id, ps_id
 
 
 async def _get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> int:
@@ -194,6 +200,99 @@ def load_wrk(port: int, key: str, target: str, clients: int, duration: float, wa
     }
 
 
+MIX = (("rank", 50), ("healthz", 15), ("list_models", 10), ("list_rankings", 10), ("rank_again", 10), ("upload", 5))
+"""Operation weights of the mixed run (percent of each client's requests)."""
+
+
+async def mixed_load(url: str, key: str, rid: str, body: dict[str, Any], archive: bytes, clients: int, duration: float,
+                     api_pid: int) -> dict[str, Any]:
+    """C closed-loop httpx clients, each drawing its next operation from MIX (seeded per client)."""
+    headers = {"X-API-Key": key}
+    lat: dict[str, list[float]] = {name: [] for name, _ in MIX}
+    errors: dict[str, int] = {name: 0 for name, _ in MIX}
+    rss: list[tuple[float, float]] = []
+    names = [n for n, w in MIX for _ in range(w)]
+    proc = psutil.Process(api_pid)
+    t_start = time.perf_counter()
+    stop_at = t_start + duration
+
+    async def request(client: httpx.AsyncClient, op: str) -> bool:
+        if op == "rank":
+            r = await client.get("/v1/rank", params={"ranking_id": rid})
+        elif op == "healthz":
+            r = await client.get("/healthz")
+        elif op == "list_models":
+            r = await client.get("/v1/models")
+        elif op == "list_rankings":
+            r = await client.get("/v1/rankings", params={"limit": 20})
+        elif op == "rank_again":
+            r = await client.post("/v1/rankings", json=body)
+            return r.status_code == 202 and r.json()["status"] == "succeeded"  # reused, not recomputed
+        else:
+            r = await client.post("/v1/pilot-sets", files={"archive": ("p.zip", archive, "application/zip")})
+            return r.status_code == 201
+        return r.status_code == 200
+
+    async def one_client(i: int) -> None:
+        rng = np.random.default_rng(i)
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as client:
+            while time.perf_counter() < stop_at:
+                op = names[int(rng.integers(len(names)))]
+                t0 = time.perf_counter()
+                try:
+                    ok = await request(client, op)
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    lat[op].append(time.perf_counter() - t0)
+                else:
+                    errors[op] += 1
+
+    async def sample_rss() -> None:
+        while time.perf_counter() < stop_at:
+            rss.append((time.perf_counter() - t_start, proc.memory_info().rss / 2**20))
+            await asyncio.sleep(0.5)
+
+    await asyncio.gather(sample_rss(), *(one_client(i) for i in range(clients)))
+    ops = {
+        name: {"requests": len(v), "errors": errors[name], "p50_ms": percentile(v, 50) * 1e3, "p99_ms": percentile(v, 99) * 1e3}
+        for name, v in lat.items()
+    }
+    first = [m for t, m in rss if t <= 10.0]
+    last = [m for t, m in rss if t >= duration - 10.0]
+    return {
+        "clients": clients,
+        "duration_s": duration,
+        "operations": ops,
+        "errors": sum(errors.values()),
+        "rank_p99_over_healthz_p99": ops["rank"]["p99_ms"] / ops["healthz"]["p99_ms"],
+        "api_rss_mb": {"first_10s_mean": statistics.fmean(first), "last_10s_mean": statistics.fmean(last),
+                       "max": max(m for _, m in rss), "samples": len(rss)},
+    }
+
+
+def small_archive() -> bytes:
+    """A one-case nnU-Net zip (24^3), as the mixed run's uploads."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    img = nib.Nifti1Image(rng.normal(size=(24, 24, 24)).astype(np.float32), np.eye(4))
+    lab = nib.Nifti1Image((rng.random((24, 24, 24)) > 0.7).astype(np.uint8), np.eye(4))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("Dataset001_Load/dataset.json", json.dumps({"channel_names": {"0": "MR"}, "labels": {"background": 0, "a": 1},
+                                                                "file_ending": ".nii.gz", "numTraining": 1}))
+        for name, im in (("imagesTr/c_0000.nii.gz", img), ("labelsTr/c.nii.gz", lab)):
+            zf.writestr(f"Dataset001_Load/{name}", _nifti_gz(im))
+    return buf.getvalue()
+
+
+def _nifti_gz(image: Any) -> bytes:
+    import gzip
+
+    return gzip.compress(image.to_bytes(), compresslevel=1)
+
+
 def write_big_archive(path: Path, target_bytes: int, shape=(160, 160, 160)) -> dict[str, Any]:
     """nnU-Net zip of uncompressed .nii cases (random float32 images, blob labels), stored (no zip compression)."""
     import nibabel as nib
@@ -259,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api-workers", type=int, default=1)
     p.add_argument("--upload-gb", type=float, default=1.0)
     p.add_argument("--skip-upload", action="store_true")
+    p.add_argument("--mixed", action="store_true", help="also run the mixed workload (part 3)")
+    p.add_argument("--mixed-duration", type=float, default=60.0)
     p.add_argument("--loop", default="auto", help="uvicorn event loop (auto picks uvloop when installed)")
     p.add_argument("--http", default="auto", help="uvicorn HTTP parser (auto picks httptools when installed)")
     p.add_argument("--client", choices=("auto", "wrk", "asyncio"), default="asyncio",
@@ -282,13 +383,14 @@ def main(argv: list[str] | None = None) -> int:
     env.update(TOPORANK_DATABASE_URL=db_url, TOPORANK_BROKER_URL=args.redis, TOPORANK_RESULT_BACKEND=args.redis,
                TOPORANK_SECRET_KEY=secret, TOPORANK_DATA_DIR=str(tmp / "data"), TOPORANK_LOG_LEVEL="WARNING",
                TOPORANK_TASK_QUEUE=f"toporank-bench-{token}",
-               TOPORANK_RATE_LIMIT_PER_MINUTE="0")  # one key drives every client: the limit would measure itself
+               TOPORANK_RATE_LIMIT_PER_MINUTE="0",  # one key drives every client: the limit would measure itself
+               TOPORANK_DEVICE="cpu")  # the API knows the workers' numeric mode: re-submitted rankings reuse at once
     port = free_port()
     api = None
     out: dict[str, Any] = {"benchmark": "api_load", "machine": os.environ.get("TOPORANK_BENCH_MACHINE", "2-core CPU sandbox"),
                            "cpu_count": os.cpu_count()}
     try:
-        key, rid = seed_ranking(db_url, secret, args.models)
+        key, rid, ps_id = seed_ranking(db_url, secret, args.models)
         api = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1", "--port", str(port),
              "--log-level", "warning", "--workers", str(args.api_workers), "--no-access-log", "--loop", args.loop, "--http", args.http],
@@ -322,6 +424,15 @@ def main(argv: list[str] | None = None) -> int:
         out["healthz_baseline"] = health
         out["rank_p99_over_healthz_p99"] = rank["p99_ms"] / health["p99_ms"]
         out["rank_target"] = {"p99_ms_max": 50.0, "met": rank["p99_ms"] <= 50.0 and rank["errors"] == 0}
+        if args.mixed:
+            body = {"pilot_set_id": ps_id, "model_ids": [m["model_id"] for m in first["models"]]}
+            out["mixed"] = asyncio.run(mixed_load(url, key, rid, body, small_archive(), args.clients, args.mixed_duration, api.pid))
+            mixed = out["mixed"]
+            out["mixed"]["target"] = {
+                "errors": 0, "rank_p99_over_healthz_p99_max": 1.2, "rss_growth_mb_max": 50.0,
+                "met": mixed["errors"] == 0 and mixed["rank_p99_over_healthz_p99"] <= 1.2
+                and mixed["api_rss_mb"]["last_10s_mean"] - mixed["api_rss_mb"]["first_10s_mean"] <= 50.0,
+            }
         if not args.skip_upload:
             archive = tmp / "bench.zip"
             info = write_big_archive(archive, int(args.upload_gb * 1e9))

@@ -24,8 +24,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
-    """Create an engine for `url`; creates the parent folder of a SQLite file."""
+def make_engine(url: str, *, pool_size: int = 10, max_overflow: int | None = None, echo: bool = False) -> Engine:
+    """Create an engine for `url`; creates the parent folder of a SQLite file. A server database
+    gets `pool_size` pooled connections plus `max_overflow` (default 2 x pool_size) more at peaks."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -33,7 +34,8 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=pool_size, max_overflow=2 * pool_size)
+    overflow = 2 * pool_size if max_overflow is None else max_overflow
+    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=pool_size, max_overflow=overflow)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

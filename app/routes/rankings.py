@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import Ctx, Db, OwnedRanking, TenantId
@@ -50,9 +51,13 @@ def create_ranking(
 @router.get("/rankings", response_model=RankingList, responses=_ERR, summary="Your rankings, newest first")
 def list_rankings(session: Db, tenant: TenantId, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> dict[str, Any]:
     jobs = session.scalars(
-        select(RankingJob).where(RankingJob.tenant_id == tenant).order_by(RankingJob.created_at.desc(), RankingJob.id).limit(limit)
+        select(RankingJob)
+        .where(RankingJob.tenant_id == tenant)
+        .order_by(RankingJob.created_at.desc(), RankingJob.id)
+        .limit(limit)
+        .options(selectinload(RankingJob.items))
     ).all()
-    return {"rankings": [service.job_view(session, j) for j in jobs]}
+    return {"rankings": service.jobs_view(session, list(jobs))}
 
 
 @router.get("/rankings/{ranking_id}", response_model=RankingOut, responses=_ERR, summary="Status, progress and per-model scores")

@@ -41,11 +41,18 @@ class Started:
 
 def job_view(session: Session, job: RankingJob) -> dict[str, Any]:
     """The `RankingOut` body of `job`: its items with model names and stored scores."""
-    model_ids = [it.model_id for it in job.items]
+    return jobs_view(session, [job])[0]
+
+
+def jobs_view(session: Session, jobs: list[RankingJob]) -> list[dict[str, Any]]:
+    """`RankingOut` bodies of `jobs`, their model names and scores read in one query each (a
+    listing of 50 rankings is 3 queries, not 150)."""
+    items = [it for job in jobs for it in job.items]
+    model_ids = {it.model_id for it in items}
     names = dict(session.execute(select(Model.id, Model.name).where(Model.id.in_(model_ids))).all()) if model_ids else {}
-    score_ids = [it.score_id for it in job.items if it.score_id]
+    score_ids = {it.score_id for it in items if it.score_id}
     scores = {s.id: s for s in session.scalars(select(ModelScore).where(ModelScore.id.in_(score_ids)))} if score_ids else {}
-    return ranking_dict(job, names, scores)
+    return [ranking_dict(job, names, scores) for job in jobs]
 
 
 def request_hash(body: RankingIn) -> str:
