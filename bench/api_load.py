@@ -267,7 +267,8 @@ async def mixed_load(url: str, key: str, rid: str, body: dict[str, Any], archive
         "errors": sum(errors.values()),
         "rank_p99_over_healthz_p99": ops["rank"]["p99_ms"] / ops["healthz"]["p99_ms"],
         "api_rss_mb": {"first_10s_mean": statistics.fmean(first), "last_10s_mean": statistics.fmean(last),
-                       "max": max(m for _, m in rss), "samples": len(rss)},
+                       "max": max(m for _, m in rss), "samples": len(rss),
+                       "every_5s": [round(m, 1) for t, m in rss if abs(t / 5.0 - round(t / 5.0)) < 0.05]},
     }
 
 
