@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -34,9 +35,13 @@ def _lookup_tenant(ctx: AppContext, key: str) -> str | None:
         return tenant_id_for_key(session, key, ctx.settings.secret_key)
 
 
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="Tenant API key from `toporank create-tenant`.")
+"""Declared as an OpenAPI security scheme (apiKey in header), so clients and fuzzers treat it as credentials."""
+
+
 async def get_tenant(
     ctx: Annotated[AppContext, Depends(get_ctx)],
-    x_api_key: Annotated[str | None, Header(description="Tenant API key from `toporank create-tenant`.")] = None,
+    x_api_key: Annotated[str | None, Depends(API_KEY)] = None,
 ) -> str:
     """The tenant id owning the `X-API-Key` header; 401 otherwise (cached for a few seconds); 429
     past the key's request rate (`TOPORANK_RATE_LIMIT_PER_MINUTE`)."""

@@ -90,7 +90,8 @@ class FusionParams(BaseModel):
 class RankingIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     pilot_set_id: str
-    model_ids: list[str] = Field(min_length=1, max_length=500)
+    model_ids: list[str] = Field(min_length=1, max_length=500, json_schema_extra={"uniqueItems": True},
+                                 description="distinct model ids (your models or the shared zoo)")
     config: dict[str, Any] | None = Field(default=None, description="ScoringConfig overrides (metrics.md)")
     fusion: FusionParams | None = None
 

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from models_registry.tables import Model, ModelScore, PilotSet, RankingItem, RankingJob
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    """A stored time as timezone-aware UTC: SQLite hands back naive datetimes (it keeps no offset),
+    and a date-time without one is not RFC 3339, as the OpenAPI `date-time` format requires."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 def model_dict(m: Model) -> dict[str, Any]:
@@ -23,8 +32,8 @@ def model_dict(m: Model) -> dict[str, Any]:
         "stages": m.stages or [],
         "preprocessing": spec.get("preprocessing"),
         "load_report": m.load_report,
-        "created_at": m.created_at,
-        "validated_at": m.validated_at,
+        "created_at": utc(m.created_at),
+        "validated_at": utc(m.validated_at),
     }
 
 
@@ -37,7 +46,7 @@ def pilot_set_dict(ps: PilotSet, *, with_cases: bool) -> dict[str, Any]:
         "K": ps.num_foreground,
         "channels": ps.channels,
         "n_cases": len(ps.cases),
-        "created_at": ps.created_at,
+        "created_at": utc(ps.created_at),
     }
     if with_cases:
         out["cases"] = [
@@ -86,7 +95,7 @@ def ranking_dict(job: RankingJob, names: dict[str, str], scores: dict[str, Model
         "cancel_requested": job.cancel_requested,
         "error": job.error,
         "items": items,
-        "created_at": job.created_at,
-        "updated_at": job.updated_at,
-        "finished_at": job.finished_at,
+        "created_at": utc(job.created_at),
+        "updated_at": utc(job.updated_at),
+        "finished_at": utc(job.finished_at),
     }

@@ -100,6 +100,6 @@ def delete_model(m: VisibleModel, session: Db, ctx: Ctx) -> None:
     service.delete_model(ctx, session, m)
 
 
-@router.get("/catalog", summary="Known model families (register a checkpoint with `catalog: <name>`)")
+@router.get("/catalog", responses=error_responses(401, 429, 503), summary="Known model families (register a checkpoint with `catalog: <name>`)")
 def get_catalog(_tenant: TenantId) -> dict[str, Any]:
     return {"entries": list_entries()}

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.deps import Ctx, Db, OwnedRanking, TenantId
 from app.openapi_doc import error_responses, links_from_id
+from app.serialize import utc
 from app.schemas import EvaluationIn, EvaluationOut, RankingIn, RankingList, RankingOut, RankOut
 from app.services import rank as rank_service
 from app.services import rankings as service
@@ -109,4 +110,4 @@ async def get_rank(
 )
 def create_evaluation(job: OwnedRanking, body: EvaluationIn, session: Db) -> dict[str, Any]:
     ev, n_models = service.evaluate_job(session, job, body.truth)
-    return {"id": ev.id, "ranking_id": job.id, "n_models": n_models, "metrics": ev.result, "created_at": ev.created_at}
+    return {"id": ev.id, "ranking_id": job.id, "n_models": n_models, "metrics": ev.result, "created_at": utc(ev.created_at)}

@@ -120,6 +120,29 @@ def test_json_bodies_document_400_and_uploads_refuse_unknown_parts(api, keys):
         "contentType": "application/json"}
 
 
+def test_times_are_rfc3339_with_an_offset_on_sqlite_too(api, keys):
+    """SQLite hands back naive datetimes; the API must still answer `date-time` with an offset."""
+    import json
+    from datetime import datetime
+
+    h = {"X-API-Key": keys["a"]}
+    spec = {"name": "m", "format": "nnssl", "catalog": "demo-resenc-mae"}
+    mid = api.post("/v1/models", headers=h, files={"spec": (None, json.dumps(spec)), "checkpoint": ("c", b"x" * 20)}).json()["id"]
+    for body in (api.get(f"/v1/models/{mid}", headers=h).json(), api.get("/v1/models", headers=h).json()["models"][0]):
+        assert datetime.fromisoformat(body["created_at"]).utcoffset() is not None, body["created_at"]
+
+
+def test_the_api_key_is_a_security_scheme_not_a_parameter(api):
+    spec = api.get("/openapi.json").json()
+    assert spec["components"]["securitySchemes"]["APIKeyHeader"] == {
+        "type": "apiKey", "in": "header", "name": "X-API-Key", "description": "Tenant API key from `toporank create-tenant`."}
+    for path, ops in spec["paths"].items():
+        for op in ops.values():
+            assert all(p["name"].lower() != "x-api-key" for p in op.get("parameters", [])), path
+    assert spec["paths"]["/v1/rankings"]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("RankingIn")
+    assert spec["components"]["schemas"]["RankingIn"]["properties"]["model_ids"]["uniqueItems"] is True
+
+
 def test_metrics_declares_the_content_type_it_serves(api):
     spec = api.get("/openapi.json").json()
     declared = spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
