@@ -14,6 +14,8 @@ import json
 import zipfile
 
 import schemathesis
+from schemathesis.core.parameters import ParameterLocation
+from schemathesis.transport.serialization import Binary  # how schemathesis itself carries `format: binary` values
 
 from tests.utils.archives import nnunet_files
 
@@ -30,17 +32,24 @@ ARCHIVE = _archive()
 SPECS = [json.dumps({"name": f"fuzz-{entry}", "format": "nnssl", "catalog": entry}) for entry in ("demo-resenc-mae", "openmind-resencl-voco")]
 
 
+def _positive(meta, location: ParameterLocation) -> bool:  # type: ignore[no-untyped-def]
+    """Whether the case is positive overall and in `location` (negative parts must reach the API as generated)."""
+    component = meta.components.get(location)
+    return not meta.generation.mode.is_negative and (component is None or not component.mode.is_negative)
+
+
 @schemathesis.hook
 def before_call(ctx, case, **kwargs):  # type: ignore[no-untyped-def]
     meta = case.meta
-    if meta is None or str(meta.generation.mode) != "positive" or not isinstance(case.body, dict):
+    if meta is None or case.operation.method.upper() != "POST" or not isinstance(case.body, dict):
         return
-    if case.operation.method.upper() != "POST":
+    if case.operation.path == "/v1/models" and case.query and "wait" in case.query and _positive(meta, ParameterLocation.QUERY):
+        case.query["wait"] = 0  # no worker in the fuzz run: waiting for validation only times the client out
+    if not _positive(meta, ParameterLocation.BODY):
         return
     if case.operation.path == "/v1/pilot-sets":
-        case.body["archive"] = ARCHIVE
+        case.body["archive"] = Binary(ARCHIVE)
     elif case.operation.path == "/v1/models":
-        if case.query and "wait" in case.query:
-            case.query["wait"] = 0  # no worker in the fuzz run: waiting for validation only times the client out
         case.body["spec"] = SPECS[len(case.body.get("spec") or "") % len(SPECS)]
-        case.body["checkpoint"] = b"not a real checkpoint: validation is the worker's job" if not case.body.get("checkpoint") else case.body["checkpoint"]
+        if not getattr(case.body.get("checkpoint"), "data", b""):
+            case.body["checkpoint"] = Binary(b"not a real checkpoint: validation is the worker's job")

@@ -20,7 +20,7 @@ from models_registry.tables import Model
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
-_ERR = error_responses(401, 404, 409, 413, 415, 422, 429, 503)
+_ERR = error_responses(400, 401, 404, 409, 413, 415, 422, 429, 503)
 
 _UPLOAD_DOC: dict[str, Any] = {
     "requestBody": {

@@ -18,7 +18,7 @@ from app.upload import parse_multipart
 from models_registry.tables import PilotSet
 
 router = APIRouter(prefix="/v1", tags=["pilot sets"])
-_ERR = error_responses(401, 404, 413, 415, 422, 429, 503)
+_ERR = error_responses(400, 401, 404, 413, 415, 422, 429, 503)
 
 _UPLOAD_DOC: dict[str, Any] = {
     "requestBody": {
