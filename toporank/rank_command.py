@@ -9,7 +9,6 @@ install (no torch).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -18,16 +17,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from toporank.client import ApiError, Client
+from toporank.files import sha256_of
 
 BASELINE_COLUMNS = ("logme", "gbc", "hscore", "transrate", "ccfv")
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def parse_model_arg(text: str) -> tuple[Path, str | None]:

@@ -10,7 +10,6 @@ already imported.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from app.storage import Storage
 from models_registry.catalog import CatalogEntry, entry_for_trainer, resolve_spec
 from models_registry.specs import ModelSpec
 from models_registry.tables import Model, new_id
+from toporank.files import sha256_of
 
 CHECKPOINT = "checkpoint_final.pth"
 PLAN_FILE = "adaptation_plan.json"
@@ -92,14 +92,6 @@ def read_identity(checkpoint: Path) -> tuple[str | None, str | None]:
             if arch is None and isinstance(embedded, dict):
                 arch = (embedded.get("architecture_plans") or {}).get("arch_class_name")
     return trainer, arch
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def infer_entry(trainer: str | None, arch: str | None) -> CatalogEntry | str:
