@@ -59,6 +59,8 @@ def test_a_worker_killed_mid_score_the_other_worker_finishes(pg_stack, checkpoin
 def test_the_api_killed_mid_upload_leaves_no_pilot_set(pg_stack, tmp_path):
     from tests.utils.archives import nnunet_files, write_zip
 
+    storage = Path(pg_stack.env["TOPORANK_DATA_DIR"]) / "storage"
+    folders_before = set(storage.glob("tenants/*/pilot_sets/*"))  # other tests of the module own some
     archive = write_zip(tmp_path / "big.zip", nnunet_files(n_cases=8, shape=(64, 64, 64)))
     data = archive.read_bytes()
     sent = threading.Event()
@@ -83,7 +85,6 @@ def test_the_api_killed_mid_upload_leaves_no_pilot_set(pg_stack, tmp_path):
     t = threading.Thread(target=upload)
     t.start()
     assert sent.wait(30)
-    storage = Path(pg_stack.env["TOPORANK_DATA_DIR"]) / "storage"
     partial = wait_for(lambda: [p for p in (storage / "tmp").iterdir() if p.name.startswith("upload")], 20,
                        "the upload to be streaming into a temporary file")
     pg_stack.stop("api", signal.SIGKILL)
@@ -91,6 +92,6 @@ def test_the_api_killed_mid_upload_leaves_no_pilot_set(pg_stack, tmp_path):
     pg_stack.start_api()  # a new API process sweeps the temporary files that no process holds
     c = pg_stack.client("b")
     assert c.get("/v1/pilot-sets").json()["pilot_sets"] == []
-    assert not list(storage.glob("tenants/*/pilot_sets/*"))
+    assert set(storage.glob("tenants/*/pilot_sets/*")) == folders_before
     assert not [p for p in partial if p.exists()]
     assert upload_pilot(c, tmp_path)["n_cases"] == 3  # and the service works on
