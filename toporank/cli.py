@@ -96,11 +96,35 @@ def worker_argv(queue: str, loglevel: str, pool: str = "prefork") -> list[str]:
     ]
 
 
+SERVE_PID_ENV = "TOPORANK_SERVE_PID"
+"""Set by `serve` for the worker it starts: the worker watches that its parent is still there."""
+ORPHAN_GRACE_S = 10.0
+
+
+def _watch_parent(parent_pid: int, grace: float = ORPHAN_GRACE_S) -> None:
+    """A daemon thread of serve's worker: once serve is gone (its parent pid changes), give Celery's
+    cold shutdown (the parent-death SIGQUIT) `grace` seconds, then kill the worker's own process
+    group, main and pool process alike. Celery's shutdown can hang; an orphan must not live on."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        time.sleep(grace)
+        os.killpg(os.getpgrp(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="serve-watchdog", daemon=True).start()
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     """One Celery worker process: concurrency 1, prefetch 1 (run one per GPU)."""
     from worker.celery_app import app
 
     settings = _settings()
+    serve_pid = os.environ.get(SERVE_PID_ENV, "")
+    if serve_pid.isdigit() and os.getpgrp() == os.getpid():  # started by serve, in a group of its own
+        _watch_parent(int(serve_pid))
     app.worker_main(worker_argv(settings.task_queue, args.loglevel or settings.log_level))
     return 0
 
@@ -165,8 +189,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # signal reaching both Celery's main process and its pool child could leave the main process
         # hung in its warm shutdown.
         worker = subprocess.Popen(
-            [sys.executable, "-m", "toporank.cli", "worker"], env=os.environ.copy(), start_new_session=True,
-            preexec_fn=_die_with_parent(os.getpid()),
+            [sys.executable, "-m", "toporank.cli", "worker"], env={**os.environ, SERVE_PID_ENV: str(os.getpid())},
+            start_new_session=True, preexec_fn=_die_with_parent(os.getpid()),
         )
     # uvicorn handles SIGTERM/SIGINT itself, then restores these handlers and re-raises the signal:
     # raising SystemExit from it lets the `finally` below stop the worker.

@@ -40,13 +40,22 @@ def test_serve_crash_then_restart_requeues_and_completes(tmp_path, checkpoints):
         assert model["status"] == "ready"
         rid = c.post("/v1/rankings", json={"pilot_set_id": ps["id"], "model_ids": [model["id"]], "config": SMALL}).json()["id"]
         wait_item_running(c, rid)
-        stack.stop("serve", signal.SIGKILL)  # the whole process group: API, worker, pool process
+        import psutil
+
+        old = [p for p in psutil.Process(stack.procs["serve"].pid).children(recursive=True)]  # the worker and its pool
+        assert old, "serve has no worker process"
+        stack.stop("serve", signal.SIGKILL)  # serve's process group; its worker lives in a session of its own
         stack.spawn("serve", argv)
         wait_for(lambda: httpx.get(stack.url + "/readyz", timeout=2).status_code == 200, 90, "serve restart")
         done = poll(c, rid)
         assert done["status"] == "succeeded", (done, stack.log("serve")[-3000:])
         assert done["items"][0]["attempts"] == 2
         assert "re-queued 1 ranking item" in stack.log("serve")
+
+        def orphans_gone() -> bool:  # parent-death SIGQUIT, else the worker's watchdog after its grace
+            return not [p for p in old if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+        wait_for(orphans_gone, 60, "the crashed serve's worker to go")
     finally:
         stack.stop("serve")
 
@@ -145,3 +154,41 @@ def test_serve_stopped_by_ctrl_c_leaves_nothing_behind(tmp_path):
         assert not alive, ([p.cmdline() for p in alive], stack.log("serve")[-3000:])
     finally:
         stack.stop("serve")
+
+
+def test_an_orphaned_serve_worker_kills_itself(tmp_path):
+    """Without the parent-death signal (or when Celery's shutdown hangs on it), the worker's
+    watchdog still ends it: its parent is gone, so after the grace it kills its own process group."""
+    import os
+
+    import psutil
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOPORANK_")}
+    env.update(TOPORANK_DATA_DIR=str(tmp_path / "data"), TOPORANK_LOG_LEVEL="WARNING",
+               TOPORANK_TASK_QUEUE=f"toporank-orphan-{secrets.token_hex(4)}")
+    parent_code = (
+        "import os, subprocess, sys, time\n"
+        "env = dict(os.environ, TOPORANK_SERVE_PID=str(os.getpid()))\n"
+        "w = subprocess.Popen([sys.executable, '-m', 'toporank.cli', 'worker'], env=env, start_new_session=True,\n"
+        "                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+        "print(w.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    import subprocess
+
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], env=env, stdout=subprocess.PIPE, text=True)
+    worker = psutil.Process(int(parent.stdout.readline()))
+    wait_for(lambda: worker.children(), 60, "the worker's pool process")
+    pool = worker.children()
+    parent.kill()  # no parent-death signal was set up: only the watchdog can end the worker
+    parent.wait()
+    assert worker.is_running()
+    try:
+        wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in [worker, *pool]), 40,
+                 "the orphaned worker and its pool to end")
+    finally:
+        for p in [worker, *pool]:  # never leave one behind, even when the test fails
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
