@@ -31,9 +31,8 @@ RANKING_RETRY_AFTER_S = 30
 
 def tenant_storage_bytes(storage: Storage, tenant: str) -> int:
     """Bytes the tenant's pilot sets and models take in storage (a walk of its folder)."""
-    root = storage.object_dir(tenant, "x", "x").parent.parent
     total = 0
-    for folder, _dirs, files in os.walk(root):
+    for folder, _dirs, files in os.walk(storage.tenant_dir(tenant)):
         for name in files:
             try:
                 total += (Path(folder) / name).stat().st_size

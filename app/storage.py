@@ -67,9 +67,12 @@ class Storage:
             log.info("removed %d abandoned temporary upload file(s)", removed)
         return removed
 
+    def tenant_dir(self, tenant_id: str | None) -> Path:
+        """Everything stored for a tenant (`shared` for the zoo, which has no owner)."""
+        return self.root / "tenants" / (tenant_id or "shared")
+
     def object_dir(self, tenant_id: str | None, kind: str, object_id: str) -> Path:
-        owner = tenant_id or "shared"
-        return self.root / "tenants" / owner / kind / object_id
+        return self.tenant_dir(tenant_id) / kind / object_id
 
     def move_into(self, src: Path, dest: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)

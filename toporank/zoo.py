@@ -10,7 +10,6 @@ already imported.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Callable, Iterable
@@ -23,12 +22,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.storage import Storage
 from models_registry.catalog import CatalogEntry, entry_for_trainer, resolve_spec
+from models_registry.nnssl_files import PLAN_FILE, name_field, plan_architecture, sidecar_identity, sidecar_plans
 from models_registry.specs import ModelSpec
 from models_registry.tables import Model, new_id
 from toporank.files import sha256_of
 
 CHECKPOINT = "checkpoint_final.pth"
-PLAN_FILE = "adaptation_plan.json"
 
 
 @dataclass(frozen=True)
@@ -58,27 +57,11 @@ def find_checkpoint(folder: Path) -> Path | str:
     return fold_all if fold_all in folds else f"{len(folds)} folds and no fold_all: import one fold per folder"
 
 
-def _sidecar(checkpoint: Path) -> Path | None:
-    for d in (checkpoint.parent, checkpoint.parent.parent):
-        if (d / PLAN_FILE).is_file():
-            return d / PLAN_FILE
-    return None
-
-
 def read_identity(checkpoint: Path) -> tuple[str | None, str | None]:
     """(trainer name, plan architecture) from the plan JSON beside the file, else from the file itself.
 
     The JSON is cheap; reading the checkpoint needs torch (weights_only) and is done only without it."""
-    trainer = arch = None
-    side = _sidecar(checkpoint)
-    if side is not None:
-        try:
-            plan = json.loads(side.read_text())
-        except (OSError, ValueError):
-            plan = {}
-        if isinstance(plan, dict):
-            trainer = plan.get("trainer_name") if isinstance(plan.get("trainer_name"), str) else None
-            arch = (plan.get("architecture_plans") or {}).get("arch_class_name")
+    trainer, arch = sidecar_identity(checkpoint)
     if trainer is None:
         from worker.adapters.base import ModelLoadError, safe_torch_load
 
@@ -86,11 +69,8 @@ def read_identity(checkpoint: Path) -> tuple[str | None, str | None]:
             ckpt = safe_torch_load(checkpoint)
         except ModelLoadError:
             return None, arch
-        if isinstance(ckpt, dict):
-            trainer = ckpt.get("trainer_name") if isinstance(ckpt.get("trainer_name"), str) else None
-            embedded = ckpt.get("nnssl_adaptation_plan")
-            if arch is None and isinstance(embedded, dict):
-                arch = (embedded.get("architecture_plans") or {}).get("arch_class_name")
+        trainer = name_field(ckpt, "trainer_name")
+        arch = arch or plan_architecture(ckpt.get("nnssl_adaptation_plan") if isinstance(ckpt, dict) else None)
     return trainer, arch
 
 
@@ -115,8 +95,7 @@ def _store_copy(storage: Storage, model_id: str, checkpoint: Path) -> Path:
     tmp = dest_dir / f".{CHECKPOINT}.part"
     shutil.copyfile(checkpoint, tmp)
     os.replace(tmp, dest)
-    side = _sidecar(checkpoint)
-    if side is not None:
+    for side in sidecar_plans(checkpoint)[:1]:
         shutil.copyfile(side, dest_dir / PLAN_FILE)
     return dest
 

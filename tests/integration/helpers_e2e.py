@@ -57,3 +57,13 @@ def wait_item_running(c: httpx.Client, ranking_id: str, timeout: float = 120) ->
             raise AssertionError(f"ranking finished before any item was seen running: {body}")
         time.sleep(0.05)
     raise AssertionError("no item started running")
+
+
+def running_ranking(c: httpx.Client, tmp: Path, checkpoints: list[Path], *, n_cases: int, seed: int) -> tuple[list[str], str]:
+    """Upload a pilot set, register `checkpoints`, start ranking them and wait until one item runs;
+    returns (model ids, ranking id): the starting point of the fault tests."""
+    ps = upload_pilot(c, tmp, n_cases=n_cases)
+    models = [register(c, p, f"tiny-{seed}-{i}")["id"] for i, p in enumerate(checkpoints)]
+    rid = c.post("/v1/rankings", json={"pilot_set_id": ps["id"], "model_ids": models, "config": {**SMALL, "seed": seed}}).json()["id"]
+    wait_item_running(c, rid)
+    return models, rid

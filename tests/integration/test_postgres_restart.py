@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers_e2e import SMALL, poll, register, upload_pilot, wait_item_running
+from helpers_e2e import poll, running_ranking
 from services import Stack, free_port, make_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -69,10 +69,7 @@ def pg_and_stack(tmp_path) -> Iterator[tuple[PrivatePostgres, Stack]]:
 def test_the_database_restarted_mid_ranking(pg_and_stack, checkpoints, tmp_path):  # type: ignore[no-untyped-def]
     pg, stack = pg_and_stack
     c = stack.client()
-    ps = upload_pilot(c, tmp_path, n_cases=3)
-    model = register(c, checkpoints[0], "tiny-pg")
-    rid = c.post("/v1/rankings", json={"pilot_set_id": ps["id"], "model_ids": [model["id"]], "config": {**SMALL, "seed": 9}}).json()["id"]
-    wait_item_running(c, rid)
+    (model,), rid = running_ranking(c, tmp_path, checkpoints[:1], n_cases=3, seed=9)
     pg.stop()
     down = c.get(f"/v1/rankings/{rid}")
     assert down.status_code == 503 and down.json()["code"] == "database_unavailable" and down.headers["Retry-After"].isdigit()
@@ -87,6 +84,6 @@ def test_the_database_restarted_mid_ranking(pg_and_stack, checkpoints, tmp_path)
 
     engine = create_engine(pg.url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM model_scores WHERE model_id = :m"), {"m": model["id"]}).scalar_one() == 1
+        assert conn.execute(text("SELECT count(*) FROM model_scores WHERE model_id = :m"), {"m": model}).scalar_one() == 1
     engine.dispose()
     assert "Traceback" not in stack.log("api")

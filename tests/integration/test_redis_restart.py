@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from helpers_e2e import SMALL, poll, register, upload_pilot, wait_item_running
+from helpers_e2e import poll, running_ranking
 from services import Stack, free_port, make_stack, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -63,10 +63,7 @@ def redis_stack(request, tmp_path) -> Iterator[tuple[Stack, PrivateRedis]]:  # t
 def test_a_redis_restart_mid_ranking(redis_stack, checkpoints, tmp_path):  # type: ignore[no-untyped-def]
     stack, server = redis_stack
     c = stack.client()
-    ps = upload_pilot(c, tmp_path, n_cases=2)
-    models = [register(c, p, f"tiny-{i}")["id"] for i, p in enumerate(checkpoints[:2])]
-    rid = c.post("/v1/rankings", json={"pilot_set_id": ps["id"], "model_ids": models, "config": {**SMALL, "seed": 5}}).json()["id"]
-    wait_item_running(c, rid)  # one item runs; with prefetch 1 the other waits in Redis
+    models, rid = running_ranking(c, tmp_path, checkpoints[:2], n_cases=2, seed=5)  # with prefetch 1 the other item waits in Redis
     server.stop()
     assert c.get("/readyz").status_code == 503  # the broker is down, and the API says so
     server.start()

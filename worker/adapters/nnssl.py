@@ -21,7 +21,6 @@ place of every meta parameter/buffer; one left on `meta` is an error, never unin
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 from torch import nn
 
 from models_registry.catalog import entry_for_trainer, get_entry
+from models_registry.nnssl_files import PLAN_FILE, name_field, read_plan_json, sidecar_plans
 from models_registry.specs import ModelSpec, PreprocessingSpec
 from worker.adapters import primus
 from worker.adapters.base import (
@@ -112,25 +112,15 @@ def _build_network(arch_class_name: str, arch_kwargs: Mapping[str, Any] | None, 
         raise ModelLoadError("unsupported_architecture", f"cannot build {arch_class_name} from arch_kwargs: {exc}") from None
 
 
-PLAN_FILE = "adaptation_plan.json"
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 """Added to state-dict keys by DistributedDataParallel and torch.compile; nnssl unwraps before saving."""
 
 
-def sidecar_plans(checkpoint_path: Path) -> list[Path]:
-    """Where nnssl leaves `adaptation_plan.json`: beside the checkpoint (hub release,
-    add_adaptation_plan.py) or one folder up (a trainer's output, `fold_X/` below it)."""
-    return [d / PLAN_FILE for d in (checkpoint_path.parent, checkpoint_path.parent.parent) if (d / PLAN_FILE).is_file()]
-
-
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError, TypeError):
-        raise ModelLoadError("wrong_format", f"{PLAN_FILE} is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise ModelLoadError("wrong_format", f"{PLAN_FILE} is not a JSON object")
-    return data
+        return read_plan_json(path)
+    except ValueError as exc:
+        raise ModelLoadError("wrong_format", str(exc)) from None
 
 
 def read_plan(ckpt: Mapping[str, Any], spec: ModelSpec, checkpoint_path: Path) -> tuple[dict[str, Any], str]:
@@ -163,8 +153,8 @@ def read_trainer_name(ckpt: Mapping[str, Any], checkpoint_path: Path) -> str | N
     if isinstance(name, str) and name:
         return name
     for side in sidecar_plans(checkpoint_path):
-        name = _read_json(side).get("trainer_name")
-        if isinstance(name, str) and name:
+        name = name_field(_read_json(side), "trainer_name")
+        if name is not None:
             return name
     return None
 
