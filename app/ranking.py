@@ -7,8 +7,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from models_registry.tables import ModelScore
+from transferability.bootstrap import rank_uncertainty
 from transferability.evaluation import evaluate
 from transferability.fusion import fuse
+
+_DRAW_KEYS = ("method", "n_cases", "subset_size", "n_replicates", "seed", "draws")
 
 
 def fused_ranking(
@@ -36,6 +39,38 @@ def fused_ranking(
             for m in result.models
         ],
     }
+
+
+def ranking_uncertainty(
+    scores: Mapping[str, ModelScore], num_foreground: int, *, a: float, b: float, alpha: float | None
+) -> dict[str, Any]:
+    """The `uncertainty` of `/v1/rank`: every model's stored replicates fused per replicate
+    (transferability.bootstrap.rank_uncertainty), or `available: false` with the reason."""
+    reps = {m: s.replicates for m, s in scores.items()}
+    missing = sorted(m for m, r in reps.items() if not r or "grtd" not in r)
+    if missing:
+        reasons = {str((reps[m] or {}).get("unavailable", "")) for m in missing} - {""}
+        why = "; ".join(sorted(reasons)) or "scored without replicates (n_bootstrap = 0, or before they existed)"
+        return {"available": False, "reason": f"{len(missing)} model(s) have no replicates: {why}", "models_without": missing}
+    draws = {tuple(r.get(k) for k in _DRAW_KEYS) for r in reps.values()}
+    if len(draws) != 1:
+        return {"available": False, "reason": "the models were resampled with different draws (another seed or number of replicates)"}
+    first = next(iter(reps.values()))
+
+    def arr(values: list[float | None]) -> list[float]:
+        return [math.nan if v is None else float(v) for v in values]
+
+    out = rank_uncertainty(
+        {m: (s.grtd, s.lbtc) for m, s in scores.items()},
+        {m: (arr(r["grtd"]), arr(r["lbtc"])) for m, r in reps.items()},
+        num_foreground,
+        int(first["n_cases"]),
+        a=a,
+        b=b,
+        alpha=alpha,
+    )
+    out["seed"] = first["seed"]
+    return {"available": True, **out}
 
 
 def baseline_value(value: Any) -> float | None:

@@ -144,6 +144,32 @@ class RankedModel(BaseModel):
     lbtc_norm: float
 
 
+class ModelUncertainty(BaseModel):
+    grtd_interval: list[float] | None = Field(description="95% interval of GRTD over the replicates (pseudo-values)")
+    lbtc_interval: list[float] | None
+    fused_interval: list[float] | None
+    rank_interval: list[int] | None = Field(description="2.5% and 97.5% quantiles of the model's rank")
+    p_rank1: float | None = Field(description="share of replicates where the model ranks first")
+
+
+class Uncertainty(BaseModel):
+    available: bool
+    reason: str | None = Field(None, description="why there is no uncertainty (available: false)")
+    models_without: list[str] | None = None
+    method: str | None = Field(None, description="half-sampling: m = floor(M/2) of the M pilot cases per replicate")
+    level: float | None = None
+    n_cases: int | None = None
+    subset_size: int | None = None
+    n_replicates: int | None = None
+    n_replicates_used: int | None = Field(None, description="replicates where every model's score is defined")
+    seed: int | None = None
+    models: dict[str, ModelUncertainty] | None = None
+    p_above: dict[str, dict[str, float | None]] | None = Field(None, description="p_above[i][j] = P(model i ranks above model j)")
+    top_model: str | None = None
+    stable: bool | None = Field(None, description="the top model's P(rank 1) >= stable_threshold")
+    stable_threshold: float | None = None
+
+
 class RankOut(BaseModel):
     ranking_id: str
     status: str
@@ -154,6 +180,7 @@ class RankOut(BaseModel):
     b: float
     models: list[RankedModel]
     missing: list[str]
+    uncertainty: Uncertainty | None = Field(None, description="absent with uncertainty=false")
 
 
 class EvaluationIn(BaseModel):

@@ -57,7 +57,11 @@ def store_score(
     result: Mapping[str, Any],
 ) -> ModelScore:
     """Add the score row and flush it; if a duplicate delivery stored the same key first (unique
-    constraint), roll back and return that row instead. Objects of the session are expired then."""
+    constraint), roll back and return that row instead. Objects of the session are expired then.
+
+    `result["replicates"]` (the bootstrap's raw values, when present) goes to its own column."""
+    replicates = result.get("replicates")
+    result = {k: v for k, v in result.items() if k != "replicates"}
     row = ModelScore(
         pilot_set_id=pilot_set_id,
         model_id=model_id,
@@ -69,6 +73,7 @@ def store_score(
         baselines=result.get("baselines") or {},
         result=dict(result),
         timings=result.get("timings") or {},
+        replicates=replicates,
         checkpoint_sha256=checkpoint_sha256,
         code_version=code_version,
     )

@@ -191,6 +191,9 @@ class ModelScore(Base):
     baselines: Mapped[dict[str, Any]] = mapped_column(JSON)
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
     timings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # Per-replicate raw GRTD and LBTC over half-samples of the pilot cases (transferability.bootstrap),
+    # fused at read time; kept out of `result` so that listing rankings does not carry them.
+    replicates: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     checkpoint_sha256: Mapped[str] = mapped_column(String(64))
     code_version: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

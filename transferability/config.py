@@ -55,6 +55,7 @@ class ScoringConfig:
     baselines: bool = True
     baseline_stage: str | None = None  # default: the finest GRTD stage
     sw_overlap: float = 0.5
+    n_bootstrap: int = 200  # half-sampling replicates over the pilot cases (seed: `seed`); 0 = none
     precision: Precision = "mixed"  # not hashed: see numeric_mode
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -75,6 +76,8 @@ class ScoringConfig:
             raise ValueError("decoder_init must be one of kaiming, xavier, gaussian")
         if isinstance(self.n_decoders, bool) or not isinstance(self.n_decoders, int) or self.n_decoders < 1:
             raise ValueError("n_decoders must be an integer >= 1")
+        if isinstance(self.n_bootstrap, bool) or not isinstance(self.n_bootstrap, int) or not 0 <= self.n_bootstrap <= 10_000:
+            raise ValueError("n_bootstrap must be an integer in [0, 10000]")
         if not 0.0 <= self.sw_overlap < 1.0:
             raise ValueError("sw_overlap must be in [0, 1)")
         if self.precision not in ("mixed", "fp32"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,8 @@ class LBTCResult:
     patches_used: dict[str, int]
     patches_skipped: dict[str, int]
     mean_leakage: dict[str, float]
+    leakages: dict[str, NDArray[np.float64]] = field(default_factory=dict, repr=False, compare=False)
+    """Per stage, the (A,) leakage of every patch, NaN where skipped (for resampling; not serialised)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view."""
@@ -240,12 +242,14 @@ def lbtc(
     used: dict[str, int] = {}
     skipped: dict[str, int] = {}
     mean_rho: dict[str, float] = {}
+    leak: dict[str, NDArray[np.float64]] = {}
     for s in names:
         if s not in patch_features:
             raise ValueError(f"stage {s!r} not in patch_features")
         rho = patch_leakages(
             patch_features[s], _per_stage(patch_labels, s, "patch_labels"), _per_stage(mask, s, "mask"), stage=s
         )
+        leak[s] = rho
         ok = ~np.isnan(rho)
         used[s] = int(ok.sum())
         skipped[s] = int(rho.size - used[s])
@@ -259,4 +263,5 @@ def lbtc(
         patches_used=used,
         patches_skipped=skipped,
         mean_leakage=mean_rho,
+        leakages=leak,
     )

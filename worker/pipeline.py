@@ -31,7 +31,10 @@ from worker.extract import CaseVolume, case_layout, extract_case
 Progress = Callable[[str, float], None]
 
 # Share of the overall progress per phase (extraction dominates the run time).
-_PHASES = {"load": (0.0, 0.05), "extract": (0.05, 0.85), "grtd": (0.85, 0.93), "lbtc": (0.93, 0.97), "baselines": (0.97, 1.0)}
+_PHASES = {
+    "load": (0.0, 0.05), "extract": (0.05, 0.85), "grtd": (0.85, 0.9), "lbtc": (0.9, 0.92), "baselines": (0.92, 0.95),
+    "bootstrap": (0.95, 1.0),
+}
 
 __all__ = ["CaseVolume", "GatheredFeatures", "ModelScoreResult", "default_stages", "score_model"]
 
@@ -52,6 +55,7 @@ class ModelScoreResult:
     stages: list[dict[str, Any]]
     numeric_mode: str
     details: dict[str, Any] = field(default_factory=dict)
+    replicates: dict[str, Any] | None = None
     code_version: str = SCORING_CODE_VERSION
     features: "GatheredFeatures | None" = field(default=None, repr=False, compare=False)
 
@@ -69,7 +73,8 @@ class GatheredFeatures:
 
     `points[stage]` (N, C) at the shared sample points with `labels` and `case` (N,);
     `patches[stage]` (A, k^3, C) with `patch_labels` / `patch_mask` (A, k^3) per LBTC stage;
-    `extra_decoder_points[i][stage]`: the GRTD stages under fresh decoder i + 1 (n_decoders > 1).
+    `extra_decoder_points[i][stage]`: the GRTD stages under fresh decoder i + 1 (n_decoders > 1);
+    `anchor_case` (A,): the case of each LBTC patch's anchor.
     """
 
     points: dict[str, NDArray[np.float32]]
@@ -82,6 +87,7 @@ class GatheredFeatures:
     lbtc_stages: list[str]
     baseline_stage: str
     extra_decoder_points: list[dict[str, NDArray[np.float32]]] = field(default_factory=list)
+    anchor_case: NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
 
 
 def _jsonable(obj: Any) -> Any:
@@ -308,7 +314,7 @@ def _gather_features(
     features = GatheredFeatures(
         points=first.points, labels=plan.labels, case=plan.case, patches=first.patches, patch_labels=first.patch_labels,
         patch_mask=first.patch_mask, grtd_stages=grtd_stages, lbtc_stages=lbtc_stages, baseline_stage=base_stage,
-        extra_decoder_points=extra_points,
+        extra_decoder_points=extra_points, anchor_case=loaded.anchors.case,
     )
     return features, first.per_case
 
@@ -366,6 +372,49 @@ def _score(
     return _Scores(runs, lb, baselines, base_diag)
 
 
+def _bootstrap(
+    features: GatheredFeatures, scores: _Scores, n_cases: int, config: ScoringConfig, report: Callable[[str, float], None],
+    timer: _PhaseTimer,
+) -> dict[str, Any] | None:
+    """Phase 4: GRTD and LBTC on `n_bootstrap` half-samples of the pilot cases (docs/decisions.md),
+    from the features already gathered; None when the config asks for none."""
+    from transferability import bootstrap as bs
+
+    if config.n_bootstrap == 0:
+        return None
+    if n_cases < 2:
+        return {"method": bs.SCHEME, "n_cases": n_cases, "unavailable": "a pilot set of one case cannot be resampled"}
+    f = features
+    with timer("bootstrap"):
+        report("bootstrap", 0.0)
+        masks = bs.case_subsets(n_cases, config.n_bootstrap, config.seed)
+        runs = []
+        misses = 0
+        passes = [f.points, *f.extra_decoder_points]
+        for i, points in enumerate(passes):
+            values, diag = bs.grtd_replicates(
+                {stage: points[stage] for stage in f.grtd_stages}, f.labels, f.case, masks, lam=config.lam,
+                quantile=config.quantile, variant=config.grtd_variant, stages=f.grtd_stages,
+                progress=lambda frac, i=i: report("bootstrap", (i + frac) / (len(passes) + 0.1)),
+            )
+            runs.append(values)
+            misses += diag["quantile_band_misses"]
+        grtd_reps = np.mean(np.stack(runs), axis=0)
+        lbtc_reps = bs.lbtc_replicates(scores.lbtc.leakages, f.anchor_case, masks, stages=f.lbtc_stages)
+        report("bootstrap", 1.0)
+    return {
+        "method": bs.SCHEME,
+        "n_cases": n_cases,
+        "subset_size": bs.subset_size(n_cases),
+        "n_replicates": config.n_bootstrap,
+        "seed": config.seed,
+        "draws": bs.draws_fingerprint(masks),
+        "grtd": [None if not np.isfinite(v) else float(v) for v in grtd_reps],
+        "lbtc": [None if not np.isfinite(v) else float(v) for v in lbtc_reps],
+        "quantile_band_misses": misses,
+    }
+
+
 def _diagnostics(
     loaded: _Loaded, features: GatheredFeatures, scores: _Scores, per_case: list[dict[str, Any]], dev: str, mode: str
 ) -> dict[str, Any]:
@@ -410,7 +459,8 @@ def score_model(
     `timings` (seconds): `load`; `imports`, `sample_plan`, `anchors` (run in a background thread
     while the model loads: they need only the labels and the seed); `wait_sampling` (what the load
     did not hide of them); `extract` (with `extract_queries`, its share spent laying out the query
-    points and patch labels); `grtd`, `lbtc`, `baselines`; `finish` (diagnostics); `total`, all of it.
+    points and patch labels); `grtd`, `lbtc`, `baselines`; `bootstrap` (the replicates, `replicates`);
+    `finish` (diagnostics); `total`, all of it.
 
     `grtd` is `config.grtd_variant`, averaged over `config.n_decoders` fresh decoders (seeds
     decoder_seed, decoder_seed + 1, ...; the baselines read the first decoder only); every GRTD
@@ -433,13 +483,14 @@ def score_model(
     report("load", 1.0)
     features, per_case = _gather_features(loaded, cases, config, batch_size, report, timer)
     scores = _score(features, config, dev, report, timer)
+    replicates = _bootstrap(features, scores, len(cases), config, report, timer)
     with timer("finish"):
         diagnostics = _diagnostics(loaded, features, scores, per_case, dev, mode)
         load_report = loaded.fm.load_report.to_dict()
         stages = [stage.to_dict() for stage in loaded.fm.stages]
     timings = timer.seconds
     timings["total"] = time.perf_counter() - t_start
-    report("baselines", 1.0)
+    report("bootstrap", 1.0)
     lb = scores.lbtc
     return ModelScoreResult(
         grtd=float(scores.grtd),
@@ -464,5 +515,6 @@ def score_model(
             "lbtc": {"mean_leakage": dict(lb.mean_leakage)},
             "baselines": _jsonable(scores.baseline_details),
         },
+        replicates=replicates,
         features=features if keep_features else None,
     )

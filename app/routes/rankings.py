@@ -80,7 +80,10 @@ def cancel_ranking(job: OwnedRanking, session: Db) -> dict[str, Any]:
         "Computed at read time (metrics.md §5) over the ranking's models: alpha = sigmoid(a (ln K - b)) "
         "unless pinned, min-max normalised GRTD and LBTC, S = alpha N(GRTD) + (1 - alpha) N(LBTC). "
         "409 with Retry-After while the ranking is incomplete, unless `partial=true` (then over the "
-        "models scored so far, the others listed in `missing`)."
+        "models scored so far, the others listed in `missing`). `uncertainty` (omitted with "
+        "`uncertainty=false`): each model's half-sampling replicates over the pilot cases, fused per "
+        "replicate: 95% intervals of GRTD, LBTC and the fused score, rank intervals, P(rank 1), "
+        "P(row model above column model), and `stable` (the top model is first in >= 90% of replicates)."
     ),
 )
 async def get_rank(
@@ -91,11 +94,14 @@ async def get_rank(
     alpha: Annotated[float | None, Query(ge=0, le=1)] = None,
     a: float | None = None,
     b: float | None = None,
+    uncertainty: bool = True,
 ) -> Response:
     overrides = {"alpha": alpha, "a": a, "b": b}
-    body = rank_service.cached_rank_body(ctx.rank_cache, tenant, ranking_id, partial, overrides)
+    body = rank_service.cached_rank_body(ctx.rank_cache, tenant, ranking_id, partial, overrides, uncertainty)
     if body is None:
-        body = await run_in_threadpool(rank_service.rank_body, ctx.sessions, ctx.rank_cache, tenant, ranking_id, partial, overrides)
+        body = await run_in_threadpool(
+            rank_service.rank_body, ctx.sessions, ctx.rank_cache, tenant, ranking_id, partial, overrides, uncertainty
+        )
     return Response(content=body, media_type="application/json")
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from app.cache import TTLCache
 from app.errors import ApiError, not_found
-from app.ranking import fused_ranking
+from app.ranking import fused_ranking, ranking_uncertainty
 from app.services.lookups import owned_ranking
 from app.services.rankings import num_foreground, scored_items
 from models_registry.tables import TERMINAL_JOB, RankingJob
@@ -64,17 +64,19 @@ def _fusion(head: Any, overrides: dict[str, float | None]) -> ResolvedFusion:
     return resolve_fusion(head.fusion, **overrides)
 
 
-def _body_key(ranking_id: str, head: Any, partial: bool, fusion: ResolvedFusion) -> tuple[Any, ...]:
+def _body_key(ranking_id: str, head: Any, partial: bool, fusion: ResolvedFusion, uncertainty: bool) -> tuple[Any, ...]:
     stamp = head.updated_at.isoformat() if head.updated_at else ""
-    return (ranking_id, stamp, head.status, partial, fusion.alpha, fusion.a, fusion.b)
+    return (ranking_id, stamp, head.status, partial, fusion.alpha, fusion.a, fusion.b, uncertainty)
 
 
-def cached_rank_body(cache: RankCache, tenant: str, ranking_id: str, partial: bool, overrides: dict[str, float | None]) -> bytes | None:
+def cached_rank_body(
+    cache: RankCache, tenant: str, ranking_id: str, partial: bool, overrides: dict[str, float | None], uncertainty: bool = True
+) -> bytes | None:
     """The cached body of a finished ranking the tenant owns, without touching the database; None on a miss."""
     head = cache.head(ranking_id)
     if head is None or head.tenant_id != tenant:
         return None
-    return cache.get(_body_key(ranking_id, head, partial, _fusion(head, overrides)))
+    return cache.get(_body_key(ranking_id, head, partial, _fusion(head, overrides), uncertainty))
 
 
 def _retry_later(status: str) -> dict[str, str] | None:
@@ -82,11 +84,18 @@ def _retry_later(status: str) -> dict[str, str] | None:
 
 
 def rank_body(
-    sessions: sessionmaker[Session], cache: RankCache, tenant: str, ranking_id: str, partial: bool, overrides: dict[str, float | None]
+    sessions: sessionmaker[Session],
+    cache: RankCache,
+    tenant: str,
+    ranking_id: str,
+    partial: bool,
+    overrides: dict[str, float | None],
+    uncertainty: bool = True,
 ) -> bytes:
     """The serialized fused ranking (`RankOut`); finished rankings are served from the cache after one PK lookup.
 
-    409 while the ranking is incomplete (with Retry-After unless it has failed or been cancelled),
+    With `uncertainty`, the body carries the replicates fused into intervals, rank probabilities and
+    `stable` (app.ranking.ranking_uncertainty). 409 while the ranking is incomplete (with Retry-After unless it has failed or been cancelled),
     unless `partial`, which ranks the models scored so far and lists the others in `missing`.
     """
     with sessions() as session:
@@ -99,7 +108,7 @@ def rank_body(
         if status != "succeeded" and not partial:
             raise ApiError(409, "ranking_incomplete", f"ranking is {status}; retry later or pass partial=true", headers=_retry_later(status))
         fusion = _fusion(head, overrides)
-        key = _body_key(ranking_id, head, partial, fusion)
+        key = _body_key(ranking_id, head, partial, fusion, uncertainty)
         if status in TERMINAL_JOB:
             cache.put_head(ranking_id, head)
             body = cache.get(key)
@@ -116,6 +125,8 @@ def rank_body(
             partial=status != "succeeded",
             missing=[it.model_id for it in job.items if it.model_id not in scores],
         )
+        if uncertainty:
+            out["uncertainty"] = ranking_uncertainty(scores, out["K"], a=fusion.a, b=fusion.b, alpha=fusion.alpha)
         body = json.dumps(out, separators=(",", ":")).encode()
         if status in TERMINAL_JOB:
             cache.put(key, body)

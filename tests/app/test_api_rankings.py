@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from models_registry.jobs import refresh_job
@@ -16,6 +17,7 @@ from models_registry.tables import Model, ModelScore, RankingItem, RankingJob
 from tests.utils.factories import score_row
 from tests.utils.archives import nnunet_files, write_zip
 from transferability.evaluation import kendall_tau, spearman, top1_regret, weighted_tau
+from transferability.bootstrap import rank_uncertainty
 from transferability.fusion import fuse
 
 SPEC = {"name": "m", "format": "nnssl", "catalog": "demo-resenc-mae"}
@@ -48,8 +50,16 @@ def start(api, world, models=None, config=None, key=None, **extra):  # type: ign
 SCORES = {0: (-0.30, 0.80), 1: (-0.10, 0.70), 2: (-0.20, 0.95), 3: (-0.50, 0.60)}
 
 
-def complete(sessions, ranking_id, fail=(), baselines=True):  # type: ignore[no-untyped-def]
-    """Write score rows and finish items as the worker does."""
+def replicates_for(idx: int, seed: int = 0, draws: str = "d0", n: int = 50) -> dict:
+    """Stored replicates as the worker writes them: model idx's scores plus noise, on shared draws."""
+    rng = np.random.default_rng([idx, seed])
+    g, l = SCORES[idx]
+    return {"method": "half-sampling", "n_cases": 8, "subset_size": 4, "n_replicates": n, "seed": 0, "draws": draws,
+            "grtd": (g + rng.normal(0, 0.03, n)).tolist(), "lbtc": (l + rng.normal(0, 0.03, n)).tolist()}
+
+
+def complete(sessions, ranking_id, fail=(), baselines=True, replicates=None):  # type: ignore[no-untyped-def]
+    """Write score rows and finish items as the worker does (`replicates(idx)`: their bootstrap replicates)."""
     with sessions() as s:
         job = s.get(RankingJob, ranking_id)
         for it in job.items:
@@ -59,7 +69,8 @@ def complete(sessions, ranking_id, fail=(), baselines=True):  # type: ignore[no-
                 continue
             g, l = SCORES[idx]
             sc = score_row(job.pilot_set_id, it.model_id, job.config_hash, config=job.config, grtd=g, lbtc=l,
-                           baselines={"logme": 0.1 * idx, "gbc": -float(idx)} if baselines else {})
+                           baselines={"logme": 0.1 * idx, "gbc": -float(idx)} if baselines else {},
+                           replicates=replicates(idx) if replicates else None)
             s.add(sc)
             s.flush()
             it.status, it.score_id, it.progress = "succeeded", sc.id, 1.0
@@ -138,6 +149,37 @@ def test_rank_409_until_done_then_fused_order(api, world, sessions):
     assert pinned["alpha"] == 1.0 and pinned["models"][0]["model_id"] == world["models"][1]  # best GRTD
     again = api.get("/v1/rank", params={"ranking_id": rid}, headers=world["h"]).json()
     assert again == body
+
+
+def test_rank_carries_the_uncertainty_fused_from_stored_replicates(api, world, sessions):
+    rid = start(api, world).json()["id"]
+    complete(sessions, rid, replicates=replicates_for)
+    body = api.get("/v1/rank", params={"ranking_id": rid}, headers=world["h"]).json()
+    u = body["uncertainty"]
+    ids = world["models"]
+    want = rank_uncertainty({ids[i]: SCORES[i] for i in range(4)},
+                            {ids[i]: (replicates_for(i)["grtd"], replicates_for(i)["lbtc"]) for i in range(4)},
+                            2, 8, a=body["a"], b=body["b"])
+    assert u["available"] is True and u["n_replicates_used"] == 50 and u["n_cases"] == 8
+    assert u["models"].keys() == set(ids) and u["p_above"] == want["p_above"]
+    for m in ids:
+        assert u["models"][m]["fused_interval"] == pytest.approx(want["models"][m]["fused_interval"])
+        assert u["models"][m]["p_rank1"] == want["models"][m]["p_rank1"]
+    top = body["models"][0]["model_id"]
+    assert u["top_model"] == top and u["stable"] == (u["models"][top]["p_rank1"] >= 0.9)
+    lean = api.get("/v1/rank", params={"ranking_id": rid, "uncertainty": "false"}, headers=world["h"]).json()
+    assert "uncertainty" not in lean and lean["models"] == body["models"]
+
+
+def test_rank_says_why_there_is_no_uncertainty(api, world, sessions):
+    rid = start(api, world).json()["id"]
+    complete(sessions, rid)  # rows without replicates (n_bootstrap = 0, or scored before they existed)
+    u = api.get("/v1/rank", params={"ranking_id": rid}, headers=world["h"]).json()["uncertainty"]
+    assert u["available"] is False and "no replicates" in u["reason"] and len(u["models_without"]) == 4
+    rid = start(api, world, config={"n_samples": 300}).json()["id"]
+    complete(sessions, rid, replicates=lambda i: replicates_for(i, draws=f"d{i % 2}"))
+    u = api.get("/v1/rank", params={"ranking_id": rid}, headers=world["h"]).json()["uncertainty"]
+    assert u["available"] is False and "different draws" in u["reason"]
 
 
 @pytest.mark.parametrize(

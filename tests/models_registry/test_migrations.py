@@ -73,4 +73,6 @@ def test_0002_backfills_the_numeric_mode_from_each_scores_diagnostics(backend, r
     with engine.connect() as conn:
         modes = dict(conn.execute(text("SELECT id, numeric_mode FROM model_scores ORDER BY id")).all())
     assert modes == {"sc0": "cpu-fp32", "sc1": "cuda-bf16", "sc2": "unknown"}
+    with engine.connect() as conn:  # 0003: rows scored before the bootstrap have no replicates
+        assert conn.execute(text("SELECT replicates FROM model_scores")).scalars().all() == [None, None, None]
     assert _diff(engine) == []

@@ -43,19 +43,22 @@ def test_score_model_end_to_end_is_deterministic_and_json_ready(nnssl_full):
     a = pipeline.score_model(_spec(), path, _cases(), CONFIG, device="cpu", progress=lambda s, f: seen.append((s, f)))
     b = pipeline.score_model(_spec(), path, _cases(), CONFIG, device="cpu")
     assert a.grtd == b.grtd and a.lbtc == b.lbtc and a.baselines == b.baselines  # bit-identical on CPU
+    assert a.replicates == b.replicates and a.replicates["n_replicates"] == 200  # the same draws and values
+    assert a.replicates["n_cases"] == 2 and a.replicates["subset_size"] == 1
+    assert len(a.replicates["grtd"]) == len(a.replicates["lbtc"]) == 200
     assert a.per_stage["grtd"].keys() == {"dec0", "dec1"} and a.per_stage["lbtc"].keys() == {"enc1", "enc2"}
     assert a.grtd <= 0.0 and 0.0 <= a.lbtc <= 1.0
     assert a.diagnostics["baseline_stage"] == "dec1"
     assert {"logme", "gbc", "hscore", "ccfv"} <= set(a.baselines)
     assert a.diagnostics["n_points"] == 240 and a.diagnostics["n_anchors"] == 40
     assert sum(a.diagnostics["patches_used"].values()) > 0
-    serial = ["load", "wait_sampling", "extract", "grtd", "lbtc", "baselines", "finish"]
+    serial = ["load", "wait_sampling", "extract", "grtd", "lbtc", "baselines", "bootstrap", "finish"]
     assert set(a.timings) == set(serial) | {"imports", "sample_plan", "anchors", "extract_queries", "total"}
     assert all(v >= 0.0 for v in a.timings.values()) and a.timings["extract_queries"] <= a.timings["extract"]
     assert sum(a.timings[k] for k in serial) <= a.timings["total"]  # the serial phases are disjoint parts of total
     assert a.load_report["sha256"] and a.config_hash == CONFIG.hash()
     fr = [f for _, f in seen]
-    assert fr == sorted(fr) and fr[-1] == 1.0 and {s for s, _ in seen} == {"load", "extract", "grtd", "lbtc", "baselines"}
+    assert fr == sorted(fr) and fr[-1] == 1.0 and {s for s, _ in seen} == {"load", "extract", "grtd", "lbtc", "baselines", "bootstrap"}
     json.dumps(a.to_dict())
     other = pipeline.score_model(_spec(), path, _cases(), ScoringConfig(n_samples=240, n_anchors=40, k=3, decoder_seed=1), device="cpu")
     assert other.grtd != a.grtd and other.lbtc == a.lbtc  # the decoder seed moves decoder stages only
