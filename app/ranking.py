@@ -42,10 +42,11 @@ def fused_ranking(
 
 
 def ranking_uncertainty(
-    scores: Mapping[str, ModelScore], num_foreground: int, *, a: float, b: float, alpha: float | None
+    scores: Mapping[str, ModelScore], num_foreground: int, *, a: float, b: float, alpha: float | None, keep_replicates: bool = False
 ) -> dict[str, Any]:
     """The `uncertainty` of `/v1/rank`: every model's stored replicates fused per replicate
-    (transferability.bootstrap.rank_uncertainty), or `available: false` with the reason."""
+    (transferability.bootstrap.rank_uncertainty), or `available: false` with the reason.
+    `keep_replicates` adds the fused score of every replicate (`fused_replicates`, for the report)."""
     reps = {m: s.replicates for m, s in scores.items()}
     missing = sorted(m for m, r in reps.items() if not r or "grtd" not in r)
     if missing:
@@ -68,6 +69,7 @@ def ranking_uncertainty(
         a=a,
         b=b,
         alpha=alpha,
+        keep_replicates=keep_replicates,
     )
     out["seed"] = first["seed"]
     return {"available": True, **out}

@@ -5,6 +5,7 @@
         m = tr.register_model("checkpoint_final.pth", catalog="openmind-resencl-mae")
         job = tr.wait(tr.rank(ps, [m]), progress=print)
         print(tr.rank_result(job).models)
+        tr.report(job, "report.html")                          # one self-contained HTML page
 
 Every call returns the API's own response models (`app.schemas`); every API error raises
 `ApiError` with the response's `code` and `detail`.
@@ -109,13 +110,18 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def _call(self, method: str, url: str, **kw: Any) -> Any:
+    def _send(self, method: str, url: str, **kw: Any) -> httpx.Response:
+        """The response of one request; ApiError for an error status or an unreachable server."""
         try:
             resp = self._http.request(method, url, **kw)
         except httpx.TransportError as exc:
             raise ApiError(0, "unreachable", f"cannot reach {self._http.base_url}: {type(exc).__name__}") from exc
         if resp.status_code >= 400:
             raise ApiError.from_response(resp)
+        return resp
+
+    def _call(self, method: str, url: str, **kw: Any) -> Any:
+        resp = self._send(method, url, **kw)
         return resp.json() if resp.content else None
 
     # ------------------------------------------------------------------ pilot sets and models
@@ -205,10 +211,20 @@ class Client:
                 raise TimeoutError(f"ranking {job.id} still {job.status} after {timeout} s")
             time.sleep(poll_s)
 
-    def rank_result(self, ranking: Any, *, partial: bool = False) -> RankOut:
-        """The fused ordering (`GET /v1/rank`); `partial=True` ranks the models scored so far."""
-        params = {"ranking_id": _id(ranking), "partial": str(partial).lower()}
+    def rank_result(self, ranking: Any, *, partial: bool = False, uncertainty: bool = True) -> RankOut:
+        """The fused ordering (`GET /v1/rank`); `partial=True` ranks the models scored so far.
+
+        With `uncertainty` (the default) it carries the bootstrap's intervals, rank probabilities
+        and stability verdict in `.uncertainty`."""
+        params = {"ranking_id": _id(ranking), "partial": str(partial).lower(), "uncertainty": str(uncertainty).lower()}
         return RankOut.model_validate(self._call("GET", "/v1/rank", params=params))
+
+    def report(self, ranking: Any, path: str | Path, *, partial: bool = False) -> Path:
+        """Save the ranking's self-contained HTML report (`GET /v1/rankings/{id}/report`) to `path`."""
+        resp = self._send("GET", f"/v1/rankings/{_id(ranking)}/report", params={"partial": str(partial).lower()})
+        out = Path(path)
+        out.write_text(resp.text, encoding="utf-8")
+        return out
 
     def evaluate(self, ranking: Any, truth: Mapping[Any, float]) -> EvaluationOut:
         """Compare the ranking with fine-tuning results (`truth`: model or id -> Dice)."""

@@ -2,8 +2,8 @@
 
 Registers the checkpoints the server does not hold yet (matched by sha256 against your models and
 the shared zoo), uploads the pilot set (an nnU-Net / MSD folder is zipped on the fly), starts the
-ranking, shows a progress bar per model and prints the fused ordering. Needs only the client
-install (no torch).
+ranking, shows a progress bar per model, prints the fused ordering with its 95% intervals and
+stability verdict, and saves the HTML report (`--report`). Needs only the client install (no torch).
 """
 
 from __future__ import annotations
@@ -32,21 +32,46 @@ def _fmt(x: Any, width: int = 9) -> str:
     return f"{x:{width}.4f}" if isinstance(x, (int, float)) else f"{'-':>{width}}"
 
 
+def _interval(iv: Any, fmt: str = "{:.3f}") -> str:
+    return f"[{fmt.format(iv[0])}, {fmt.format(iv[1])}]" if iv else "-"
+
+
 def print_table(rank: dict[str, Any], job: dict[str, Any], out: TextIO = sys.stdout) -> None:
-    """The fused ordering with raw and normalised GRTD and LBTC and a few baselines beside it."""
+    """The fused ordering with raw and normalised GRTD and LBTC, the bootstrap's 95% intervals and
+    P(rank 1) when the ranking has them, a few baselines, and the stability verdict."""
     baselines = {it["model_id"]: (it.get("baselines") or {}) for it in job["items"]}
     cols = [c for c in BASELINE_COLUMNS if any(c in b for b in baselines.values())]
+    unc = rank.get("uncertainty") or {}
+    per_model = unc.get("models") or {} if unc.get("available") else {}
     print(f"\nK = {rank['K']} foreground classes, alpha = {rank['alpha']:.4f} "
           f"({'global' if rank['alpha'] >= 0.5 else 'local'} emphasis)", file=out)
-    head = f"{'rank':>4}  {'model':<24}{'fused':>9}{'GRTD':>9}{'LBTC':>9}{'N(GRTD)':>9}{'N(LBTC)':>9}"
+    head = f"{'rank':>4}  {'model':<24}{'fused':>9}"
+    if per_model:
+        head += f"{'fused 95%':>18}{'rank 95%':>10}{'P(1st)':>8}"
+    head += f"{'GRTD':>9}{'LBTC':>9}{'N(GRTD)':>9}{'N(LBTC)':>9}"
     head += "".join(f"{c:>11}" for c in cols)
     print(head, file=out)
     print("-" * len(head), file=out)
     for m in rank["models"]:
-        row = f"{m['rank']:>4}  {str(m['name'] or m['model_id'])[:23]:<24}"
-        row += "".join(_fmt(m[k]) for k in ("fused", "grtd", "lbtc", "grtd_norm", "lbtc_norm"))
+        row = f"{m['rank']:>4}  {str(m['name'] or m['model_id'])[:23]:<24}{_fmt(m['fused'])}"
+        if per_model:
+            u = per_model.get(m["model_id"]) or {}
+            ranks = u.get("rank_interval")
+            p1 = u.get("p_rank1")
+            row += f"{_interval(u.get('fused_interval')):>18}{(f'{ranks[0]}-{ranks[1]}' if ranks else '-'):>10}"
+            row += f"{(f'{p1:.2f}' if p1 is not None else '-'):>8}"
+        row += "".join(_fmt(m[k]) for k in ("grtd", "lbtc", "grtd_norm", "lbtc_norm"))
         row += "".join(_fmt(baselines.get(m["model_id"], {}).get(c), 11) for c in cols)
         print(row, file=out)
+    if not unc:
+        return
+    if not unc.get("available"):
+        print(f"\nno uncertainty: {unc.get('reason')}", file=out)
+        return
+    top = per_model.get(unc["top_model"], {}).get("p_rank1")
+    verdict = "stable" if unc.get("stable") else "NOT stable"
+    print(f"\n{verdict}: the top model ranks first in {100 * (top or 0):.0f}% of {unc['n_replicates_used']} half-samples "
+          f"of the {unc['n_cases']} pilot cases (stable at >= {100 * unc['stable_threshold']:.0f}%)", file=out)
 
 
 def _say(text: str) -> None:
@@ -116,6 +141,9 @@ def run(args: argparse.Namespace) -> int:
             rank = client.rank_result(job, partial=job.status == "partial")
             print_table(rank.model_dump(), job.model_dump())
             print(f"\nranking {job.id} ({job.status})")
+            if args.report:
+                path = client.report(job, args.report, partial=job.status == "partial")
+                print(f"report: {path}")
     except ApiError as exc:
         raise SystemExit(f"toporank rank: {exc.code}: {exc.detail}") from None
     except (ValueError, FileNotFoundError) as exc:
@@ -133,4 +161,5 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model", action="append", metavar="FILE[=CATALOG]", help="a checkpoint, optionally with its catalog entry")
     p.add_argument("--shared", action="append", metavar="NAME", help="a model of the shared zoo, by name")
     p.add_argument("--config", help="scoring config overrides as JSON, e.g. '{\"n_samples\": 2048}'")
+    p.add_argument("--report", metavar="OUT.html", help="also save the ranking's self-contained HTML report here")
     p.set_defaults(func=run)

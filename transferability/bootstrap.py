@@ -471,6 +471,7 @@ def rank_uncertainty(
     alpha: float | None = None,
     level: float = 0.95,
     stable_threshold: float = 0.9,
+    keep_replicates: bool = False,
 ) -> dict[str, Any]:
     """Intervals, rank spread, P(rank 1) and P(i above j) from replicate raw scores, fused per replicate.
 
@@ -478,7 +479,8 @@ def rank_uncertainty(
     values on the same draws. A replicate where any model's score is undefined is left out for all.
     Replicates become pseudo-values (`pseudo_values`) and are fused per replicate (min-max over the
     models compared, as the point ranking). `stable` says the top model of the point ranking is
-    first in at least `stable_threshold` of the replicates.
+    first in at least `stable_threshold` of the replicates. `keep_replicates` adds
+    `fused_replicates` (model -> the fused score of every replicate used), for plots.
     """
     from transferability.fusion import fuse
 
@@ -515,7 +517,7 @@ def rank_uncertainty(
     }
     full_top = fuse(dict(full), num_foreground_classes, a=a, b=b, alpha=alpha).models[0].model_id
     p_top = per_model[full_top]["p_rank1"]
-    return {
+    out: dict[str, Any] = {
         "method": SCHEME,
         "level": level,
         "n_cases": n_cases,
@@ -528,3 +530,6 @@ def rank_uncertainty(
         "stable": bool(p_top is not None and p_top >= stable_threshold),
         "stable_threshold": stable_threshold,
     }
+    if keep_replicates:
+        out["fused_replicates"] = {m: fused[m][used].tolist() for m in models}
+    return out

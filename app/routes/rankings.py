@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 from starlette.concurrency import run_in_threadpool
@@ -14,6 +15,7 @@ from app.openapi_doc import error_responses, links_from_id
 from app.serialize import utc
 from app.schemas import EvaluationIn, EvaluationOut, RankingIn, RankingList, RankingOut, RankOut
 from app.services import rank as rank_service
+from app.services import report as report_service
 from app.services import rankings as service
 from models_registry.tables import RankingJob
 
@@ -103,6 +105,22 @@ async def get_rank(
             rank_service.rank_body, ctx.sessions, ctx.rank_cache, tenant, ranking_id, partial, overrides, uncertainty
         )
     return Response(content=body, media_type="application/json")
+
+
+@router.get(
+    "/rankings/{ranking_id}/report",
+    response_class=HTMLResponse,
+    responses={**_ERR, 200: {"content": {"text/html": {}}, "description": "One self-contained HTML page"}},
+    summary="The ranking's report: one self-contained HTML page",
+    description=(
+        "Figures (inline SVG): the fused ranking with 95% intervals, GRTD against LBTC, P(above) and the spread over "
+        "pilot-case half-samples; the baselines; the task, config and provenance (checkpoint sha256, code version, "
+        "device); the latest evaluation against fine-tuning results. No scripts, fonts or remote assets. 409 while the "
+        "ranking is incomplete unless `partial=true`."
+    ),
+)
+def get_report(job: OwnedRanking, session: Db, partial: bool = False) -> HTMLResponse:
+    return HTMLResponse(report_service.report_html(session, job, partial=partial))
 
 
 @router.post(

@@ -171,6 +171,26 @@ def test_rank_carries_the_uncertainty_fused_from_stored_replicates(api, world, s
     assert "uncertainty" not in lean and lean["models"] == body["models"]
 
 
+def test_report_is_one_self_contained_page_for_its_owner_only(api, world, sessions, keys):
+    rid = start(api, world).json()["id"]
+    r = api.get(f"/v1/rankings/{rid}/report", headers=world["h"])
+    assert r.status_code == 409 and r.json()["code"] == "ranking_incomplete"
+    complete(sessions, rid, replicates=replicates_for)
+    truth = {world["models"][i]: 0.8 - 0.1 * i for i in range(4)}
+    assert api.post(f"/v1/rankings/{rid}/evaluation", headers=world["h"], json={"truth": truth}).status_code == 201
+    r = api.get(f"/v1/rankings/{rid}/report", headers=world["h"])
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    page = r.text
+    assert page.startswith("<!DOCTYPE html>") and page.count('<figure data-figure="') == 4 and page.count("<svg") == 4
+    lowered = page.lower()
+    for remote in ("<script", "<link", "<img", "@import", "url(http", 'src="http', 'href="http', "@font-face"):
+        assert remote not in lowered, remote
+    assert "Evaluation against fine-tuning" in page and "weighted τ" in page and "0" * 64 in page  # provenance sha256
+    assert all(f"model-{i}" in page for i in range(4)) and "Stable" in page or "Not stable" in page
+    other = api.get(f"/v1/rankings/{rid}/report", headers={"X-API-Key": keys["b"]})
+    assert other.status_code == 404
+
+
 def test_rank_says_why_there_is_no_uncertainty(api, world, sessions):
     rid = start(api, world).json()["id"]
     complete(sessions, rid)  # rows without replicates (n_bootstrap = 0, or scored before they existed)

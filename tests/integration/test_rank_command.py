@@ -35,13 +35,16 @@ def test_one_command_ranks_checkpoints_on_a_folder(stack, checkpoints, tmp_path)
     models = [f"--model={checkpoints[0]}", f"--model={checkpoints[1]}"]
     env = {"TOPORANK_SERVER": stack.url, "TOPORANK_API_KEY": stack.keys["a"]}
     config = ("--config", '{"n_samples": 256, "n_anchors": 32}')
-    first = _rank("--pilot", str(folder), *models, *config, env_extra=env)
+    report = tmp_path / "report.html"
+    first = _rank("--pilot", str(folder), *models, *config, "--report", str(report), env_extra=env)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert f"report: {report}" in first.stdout and report.read_text().count('<figure data-figure="') == 4
     assert first.stderr.count("registering and waiting for validation") == 2  # named after their folders: m0, m1
     assert "pilot set ps_" in first.stderr and "3 cases, K = 2" in first.stderr
     table = first.stdout.splitlines()
     ranked = [line.split()[1] for line in table if line.lstrip()[:1].isdigit()]
     assert sorted(ranked) == ["m0", "m1"] and "succeeded" in first.stdout
+    assert "fused 95%" in first.stdout and "stable: the top model ranks first in" in first.stdout  # 200 halves of 3 cases
     again = _rank("--pilot", str(folder), *models, *config, env_extra=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "already registered as m0" in again.stderr and "already registered as m1" in again.stderr

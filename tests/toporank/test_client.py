@@ -93,3 +93,20 @@ def test_rank_sends_ids_config_and_idempotency_key():
         job = tr.rank({"id": "ps_1"}, ["mdl_a", "mdl_b"], {"n_samples": 256}, idempotency_key="k1")
     assert job.id == "rk_1" and sent["key"] == "k1"
     assert sent["body"] == {"pilot_set_id": "ps_1", "model_ids": ["mdl_a", "mdl_b"], "config": {"n_samples": 256}}
+
+
+def test_report_is_saved_as_the_served_page_and_errors_raise(tmp_path):
+    page = "<!DOCTYPE html><html><body>report</body></html>"
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/rankings/rk_1/report":
+            assert request.url.params["partial"] == "false"
+            return httpx.Response(200, text=page, headers={"content-type": "text/html; charset=utf-8"})
+        return httpx.Response(409, json={"code": "ranking_incomplete", "detail": "ranking is running"})
+
+    with Client("http://toporank", "key", transport=httpx.MockTransport(handler)) as tr:
+        out = tr.report("rk_1", tmp_path / "r.html")
+        assert out.read_text() == page
+        with pytest.raises(ApiError) as err:
+            tr.report("rk_2", tmp_path / "x.html")
+    assert err.value.code == "ranking_incomplete" and not (tmp_path / "x.html").exists()
