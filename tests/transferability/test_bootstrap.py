@@ -40,6 +40,13 @@ def test_a_single_case_cannot_be_resampled():
         bs.spread_factor(1)
 
 
+def test_few_cases_widen_the_interval_as_a_t_interval_does():
+    assert bs.small_sample_factor(2) == pytest.approx(12.7062 / 1.95996, rel=1e-4)
+    assert bs.small_sample_factor(10) == pytest.approx(2.26216 / 1.95996, rel=1e-4)
+    assert bs.small_sample_factor(1000) == pytest.approx(1.0, abs=2e-3)
+    assert bs.spread_factor(10) == pytest.approx(bs.variance_factor(10) * bs.small_sample_factor(10))
+
+
 @pytest.mark.parametrize("variant", ["penalised", "contracted"])
 def test_each_replicate_is_exactly_grtd_on_the_points_of_its_cases(variant):
     x, y, case = _pilot()
@@ -94,15 +101,16 @@ def test_spread_factor_makes_the_half_sample_variance_of_a_mean_unbiased():
         v = rng.normal(size=m_cases)
         m = bs.subset_size(m_cases)
         means = [v[list(s)].mean() for s in itertools.combinations(range(m_cases), m)]
-        scaled = bs.spread_factor(m_cases) ** 2 * np.var(means)
+        scaled = bs.variance_factor(m_cases) ** 2 * np.var(means)
         assert scaled == pytest.approx(np.var(v, ddof=1) / m_cases, rel=1e-12)
 
 
 def test_pseudo_values_recentre_on_the_full_score_and_keep_undefined_replicates_out():
-    p = bs.pseudo_values(-0.2, [-0.3, -0.1, float("nan"), -0.2], n_cases=4)  # c = 1
+    p = bs.pseudo_values(-0.2, [-0.3, -0.1, float("nan"), -0.2], n_cases=4)  # c = 1, k = t(0.975, 3) / z(0.975)
+    k = bs.small_sample_factor(4)
     assert math.isnan(p[2])
     assert np.nanmean(p) == pytest.approx(-0.2)
-    assert p[0] == pytest.approx(-0.3) and p[1] == pytest.approx(-0.1)
+    assert p[0] == pytest.approx(-0.2 - 0.1 * k) and p[1] == pytest.approx(-0.2 + 0.1 * k)
 
 
 def test_fused_replicates_give_rank_probabilities_that_add_up():
