@@ -101,7 +101,8 @@ def run_demo(args: argparse.Namespace) -> int:
             _wait_ready(client, server, log_path)
         print(f"[demo] service ready at {base} (log: {log_path}); what a user types from here:", flush=True)
         argv = ["rank", "--server", base, "--api-key", api_key, "--pilot", str(pilot_folder), "--name", "MNI152 grey/white matter",
-                "--config", json.dumps({"seed": args.seed}), *[f"--model={ckpt}={spec['catalog']}" for _, spec, ckpt in zoo]]
+                "--config", json.dumps({"seed": args.seed}), *[f"--model={ckpt}={spec['catalog']}" for _, spec, ckpt in zoo],
+                "--report", str(data_dir / "report.html")]
         print(f"[demo] toporank {' '.join(argv[:3])} --api-key *** {' '.join(argv[5:])}", flush=True)
         parser = argparse.ArgumentParser(prog="toporank")
         rank_command.add_parser(parser.add_subparsers(dest="command"))

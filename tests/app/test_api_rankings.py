@@ -200,6 +200,11 @@ def test_rank_says_why_there_is_no_uncertainty(api, world, sessions):
     complete(sessions, rid, replicates=lambda i: replicates_for(i, draws=f"d{i % 2}"))
     u = api.get("/v1/rank", params={"ranking_id": rid}, headers=world["h"]).json()["uncertainty"]
     assert u["available"] is False and "different draws" in u["reason"]
+    rid = start(api, world, config={"n_samples": 400}).json()["id"]  # a one-case pilot set, as the worker stores it
+    complete(sessions, rid, replicates=lambda i: {"method": "half-sampling", "n_cases": 1,
+                                                  "unavailable": "a pilot set of one case cannot be resampled"})
+    u = api.get("/v1/rank", params={"ranking_id": rid}, headers=world["h"]).json()["uncertainty"]
+    assert u["available"] is False and "one case cannot be resampled" in u["reason"] and "models" not in u
 
 
 @pytest.mark.parametrize(

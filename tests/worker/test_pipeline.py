@@ -60,6 +60,10 @@ def test_score_model_end_to_end_is_deterministic_and_json_ready(nnssl_full):
     fr = [f for _, f in seen]
     assert fr == sorted(fr) and fr[-1] == 1.0 and {s for s, _ in seen} == {"load", "extract", "grtd", "lbtc", "baselines", "bootstrap"}
     json.dumps(a.to_dict())
+    one = pipeline.score_model(_spec(), path, _cases()[:1], CONFIG, device="cpu")
+    assert one.replicates == {"method": "half-sampling", "n_cases": 1, "unavailable": "a pilot set of one case cannot be resampled"}
+    assert pipeline.score_model(_spec(), path, _cases(), ScoringConfig(n_samples=240, n_anchors=40, k=3, n_bootstrap=0),
+                                device="cpu").replicates is None
     other = pipeline.score_model(_spec(), path, _cases(), ScoringConfig(n_samples=240, n_anchors=40, k=3, decoder_seed=1), device="cpu")
     assert other.grtd != a.grtd and other.lbtc == a.lbtc  # the decoder seed moves decoder stages only
 
