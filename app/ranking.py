@@ -70,6 +70,7 @@ def ranking_uncertainty(
         b=b,
         alpha=alpha,
         keep_replicates=keep_replicates,
+        effective_cases=first.get("effective_cases"),
     )
     out["seed"] = first["seed"]
     return {"available": True, **out}

@@ -159,6 +159,9 @@ class Uncertainty(BaseModel):
     method: str | None = Field(None, description="half-sampling: m = floor(M/2) of the M pilot cases per replicate")
     level: float | None = None
     n_cases: int | None = None
+    effective_cases: dict[str, float] | None = Field(
+        None, description="Kish's effective number of cases behind GRTD and LBTC: the t factor's degrees of freedom + 1"
+    )
     subset_size: int | None = None
     n_replicates: int | None = None
     n_replicates_used: int | None = Field(None, description="replicates where every model's score is defined")

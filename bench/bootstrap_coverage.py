@@ -86,9 +86,9 @@ def lbtc_full(rho: NDArray[Any]) -> float:
     return 1.0 - float(np.mean(rho))
 
 
-def interval(full: float, replicates: NDArray[Any], n_cases: int, level: float = 0.95) -> tuple[float, float]:
+def interval(full: float, replicates: NDArray[Any], n_cases: int, n_effective: float, level: float = 0.95) -> tuple[float, float]:
     """The interval the service reports: quantiles of the pseudo-values."""
-    p = bs.pseudo_values(full, replicates, n_cases)
+    p = bs.pseudo_values(full, replicates, n_cases, n_effective)
     p = p[np.isfinite(p)]
     lo, hi = np.quantile(p, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
@@ -122,13 +122,13 @@ def run(
         masks = bs.case_subsets(n_cases, replicates, seed=s)
         g = grtd_full(x, y, variant)
         g_rep, _ = bs.grtd_replicates({"s": x}, y, c, masks, variant=variant)
-        lo, hi = interval(g, g_rep, n_cases)
+        lo, hi = interval(g, g_rep, n_cases, bs.effective_cases(np.bincount(c, minlength=n_cases)))
         g_hits += lo <= g_truth <= hi
         g_widths.append(hi - lo)
         g_values.append(g)
         l_rep = bs.lbtc_replicates({"s": rho}, ac, masks)
         l_full = lbtc_full(rho)
-        lo, hi = interval(l_full, l_rep, n_cases)
+        lo, hi = interval(l_full, l_rep, n_cases, bs.effective_cases(np.bincount(ac, minlength=n_cases)))
         l_hits += lo <= l_truth <= hi
         l_widths.append(hi - lo)
     lo_ok, hi_ok = (int(v) for v in binom.interval(0.95, sims, 0.95))

@@ -10,8 +10,10 @@ A half-sample holds about N / 2 points, which moves GRTD's level, so replicates 
 their spread: the pseudo-value of replicate r is `full + c k (value_r - mean(value))`, where
 c = sqrt(m / (M - m)) turns the variance of a mean over m of M cases (without replacement) into
 the unbiased variance estimate s^2 / M of the mean over all M, and k = t(0.975, M - 1) / z(0.975)
-widens the 95% interval as a t interval does: with few cases the spread itself is uncertain (the
-coverage simulation in bench/bootstrap_coverage.py undercovers without k: 91.5% at M = 10). Intervals and rank probabilities come from the
+widens the 95% interval as a t interval does: with few cases the spread itself is uncertain. Its
+degrees of freedom are n_eff - 1, n_eff = (sum n_a)^2 / sum n_a^2 the effective number of cases
+(Kish) from the points (GRTD) or patches (LBTC) each case holds. Without k the coverage simulation
+(bench/bootstrap_coverage.py) undercovers: 91.5% for GRTD and 87% for LBTC at M = 10. Intervals and rank probabilities come from the
 pseudo-values.
 
 GRTD replicates stay exact and cheap because a replicate's trees are found among few candidate
@@ -63,18 +65,31 @@ def variance_factor(n_cases: int) -> float:
     return math.sqrt(m / (n_cases - m))
 
 
-def small_sample_factor(n_cases: int, level: float = 0.95) -> float:
-    """k = t((1 + level) / 2, M - 1) / z((1 + level) / 2): a t interval's width over a normal one's."""
+def effective_cases(per_case_counts: ArrayLike) -> float:
+    """Kish's effective number of cases, (sum n_a)^2 / sum n_a^2 over the cases holding any points.
+
+    A score is a weighted mean over cases (weights: each case's points or patches); unequal weights
+    leave fewer cases' worth of information than M, so the spread is less certain."""
+    n = np.asarray(per_case_counts, dtype=np.float64)
+    n = n[n > 0]
+    if n.size == 0:
+        return 0.0
+    return float(n.sum() ** 2 / np.square(n).sum())
+
+
+def small_sample_factor(n_effective: float, level: float = 0.95) -> float:
+    """k = t((1 + level) / 2, n_eff - 1) / z((1 + level) / 2): a t interval's width over a normal one's,
+    with the degrees of freedom of `n_effective` cases (at least 1)."""
     from scipy.stats import norm, t
 
-    subset_size(n_cases)
     q = (1.0 + level) / 2.0
-    return float(t.ppf(q, n_cases - 1) / norm.ppf(q))
+    return float(t.ppf(q, max(float(n_effective) - 1.0, 1.0)) / norm.ppf(q))
 
 
-def spread_factor(n_cases: int, level: float = 0.95) -> float:
-    """c k: what a replicate's deviation from the replicate mean is multiplied by (module docstring)."""
-    return variance_factor(n_cases) * small_sample_factor(n_cases, level)
+def spread_factor(n_cases: int, n_effective: float | None = None, level: float = 0.95) -> float:
+    """c k: what a replicate's deviation from the replicate mean is multiplied by (module docstring);
+    k uses `n_effective` cases (default: all M count equally)."""
+    return variance_factor(n_cases) * small_sample_factor(n_cases if n_effective is None else n_effective, level)
 
 
 def case_subsets(n_cases: int, n_replicates: int = DEFAULT_REPLICATES, seed: int = 0) -> NDArray[np.bool_]:
@@ -97,8 +112,8 @@ def draws_fingerprint(masks: NDArray[np.bool_]) -> str:
     return hashlib.sha256(np.packbits(masks, axis=1).tobytes() + str(masks.shape).encode()).hexdigest()[:16]
 
 
-def pseudo_values(full: float, replicates: ArrayLike, n_cases: int) -> NDArray[np.float64]:
-    """`full + c (value_r - mean)`: replicate values recentred on the full-set score, spread rescaled.
+def pseudo_values(full: float, replicates: ArrayLike, n_cases: int, n_effective: float | None = None) -> NDArray[np.float64]:
+    """`full + c k (value_r - mean)`: replicate values recentred on the full-set score, spread rescaled.
 
     NaN replicates (undefined on their half) stay NaN and are left out of the mean.
     """
@@ -107,7 +122,7 @@ def pseudo_values(full: float, replicates: ArrayLike, n_cases: int) -> NDArray[n
     if not ok.any():
         return np.full(v.shape, np.nan)
     centre = math.fsum(v[ok].tolist()) / int(ok.sum())
-    return np.where(ok, full + spread_factor(n_cases) * (v - centre), np.nan)
+    return np.where(ok, full + spread_factor(n_cases, n_effective) * (v - centre), np.nan)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,6 +503,7 @@ def rank_uncertainty(
     level: float = 0.95,
     stable_threshold: float = 0.9,
     keep_replicates: bool = False,
+    effective_cases: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Intervals, rank spread, P(rank 1) and P(i above j) from replicate raw scores, fused per replicate.
 
@@ -497,14 +513,17 @@ def rank_uncertainty(
     models compared, as the point ranking). `stable` says the top model of the point ranking is
     first in at least `stable_threshold` of the replicates. `keep_replicates` adds
     `fused_replicates` (model -> the fused score of every replicate used), for plots.
+    `effective_cases` ({"grtd": ..., "lbtc": ...}, from the points and patches per case; the same
+    for every model) sets the degrees of freedom of the small-sample factor; default M.
     """
     from transferability.fusion import fuse
 
     models = sorted(full, key=str)
     if set(replicates) != set(models):
         raise ValueError("replicates must cover exactly the models of `full`")
-    g = {m: pseudo_values(full[m][0], replicates[m][0], n_cases) for m in models}
-    lb = {m: pseudo_values(full[m][1], replicates[m][1], n_cases) for m in models}
+    eff = dict(effective_cases or {})
+    g = {m: pseudo_values(full[m][0], replicates[m][0], n_cases, eff.get("grtd")) for m in models}
+    lb = {m: pseudo_values(full[m][1], replicates[m][1], n_cases, eff.get("lbtc")) for m in models}
     n_rep = {g[m].size for m in models} | {lb[m].size for m in models}
     if len(n_rep) != 1:
         raise ValueError("every model needs the same number of replicates")
@@ -537,6 +556,7 @@ def rank_uncertainty(
         "method": SCHEME,
         "level": level,
         "n_cases": n_cases,
+        "effective_cases": {"grtd": eff.get("grtd", float(n_cases)), "lbtc": eff.get("lbtc", float(n_cases))},
         "subset_size": subset_size(n_cases),
         "n_replicates": int(ok.size),
         "n_replicates_used": int(n_used),

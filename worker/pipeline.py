@@ -409,6 +409,10 @@ def _bootstrap(
         "n_replicates": config.n_bootstrap,
         "seed": config.seed,
         "draws": bs.draws_fingerprint(masks),
+        "effective_cases": {
+            "grtd": bs.effective_cases(np.bincount(f.case, minlength=n_cases)),
+            "lbtc": bs.effective_cases(np.bincount(f.anchor_case, minlength=n_cases)),
+        },
         "grtd": [None if not np.isfinite(v) else float(v) for v in grtd_reps],
         "lbtc": [None if not np.isfinite(v) else float(v) for v in lbtc_reps],
         "quantile_band_misses": misses,

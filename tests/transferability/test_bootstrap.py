@@ -45,6 +45,13 @@ def test_few_cases_widen_the_interval_as_a_t_interval_does():
     assert bs.small_sample_factor(10) == pytest.approx(2.26216 / 1.95996, rel=1e-4)
     assert bs.small_sample_factor(1000) == pytest.approx(1.0, abs=2e-3)
     assert bs.spread_factor(10) == pytest.approx(bs.variance_factor(10) * bs.small_sample_factor(10))
+    assert bs.spread_factor(10, 5.5) == pytest.approx(bs.variance_factor(10) * bs.small_sample_factor(5.5))
+
+
+def test_effective_cases_count_unequal_cases_as_fewer():
+    assert bs.effective_cases([5, 5, 5, 5]) == pytest.approx(4.0)
+    assert bs.effective_cases([10, 0, 10]) == pytest.approx(2.0)  # a case without points does not count
+    assert bs.effective_cases([100, 1, 1, 1]) < 1.1
 
 
 @pytest.mark.parametrize("variant", ["penalised", "contracted"])
