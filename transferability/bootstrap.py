@@ -251,16 +251,27 @@ class GRTDStageReplicates:
         of each pair of cases (only the edges crossing the pair's cases are kept from the latter)."""
         m = self.n_cases
         spans = [self._class_spans(a) for a in range(m)]
-        self.x_single = [self._with_lengths(self._tree(sq, self.ranges[a])) for a in range(m)]
-        self.y_single = [self._with_lengths(np.concatenate([self._tree(sq, sp) for sp in spans[a]])) for a in range(m)]
+        pairs = [(a, b) for a in range(m) for b in range(a + 1, m)]
+        requests: list[tuple[tuple[int, int], ...]] = [(self.ranges[a],) for a in range(m)]
+        requests += [(self.ranges[a], self.ranges[b]) for a, b in pairs]
+        if self.variant == "penalised":  # the per-class trees serve only G_Y+
+            requests += [(sp,) for a in range(m) for sp in spans[a]]
+            requests += [(spans[a][k], spans[b][k]) for a, b in pairs for k in range(self.classes.size)]
+        trees = (self._tree(sq, *spans) for spans in requests)
+        self.x_single = [self._with_lengths(next(trees)) for _ in range(m)]
         self.x_cross: dict[tuple[int, int], tuple[NDArray[np.int64], NDArray[np.float64]]] = {}
+        for p in pairs:
+            self.x_cross[p] = self._with_lengths(self._crossing(next(trees)))
+        self.y_single = []
         self.y_cross: dict[tuple[int, int], tuple[NDArray[np.int64], NDArray[np.float64]]] = {}
-        for a in range(m):
-            for b in range(a + 1, m):
-                t = self._tree(sq, self.ranges[a], self.ranges[b])
-                self.x_cross[(a, b)] = self._with_lengths(t[self.case[t[:, 0]] != self.case[t[:, 1]]])
-                t = np.concatenate([self._tree(sq, spans[a][k], spans[b][k]) for k in range(self.classes.size)])
-                self.y_cross[(a, b)] = self._with_lengths(t[self.case[t[:, 0]] != self.case[t[:, 1]]])
+        if self.variant == "penalised":
+            self.y_single = [self._with_lengths(np.concatenate([next(trees) for _ in spans[a]])) for a in range(m)]
+            for p in pairs:
+                self.y_cross[p] = self._with_lengths(self._crossing(np.concatenate([next(trees) for _ in self.classes])))
+
+    def _crossing(self, t: NDArray[np.int64]) -> NDArray[np.int64]:
+        """The edges of `t` that join two different cases."""
+        return t[self.case[t[:, 0]] != self.case[t[:, 1]]]
 
     def _block_values(self, sq: NDArray[Any], a: int, b: int) -> NDArray[Any]:
         sa, ea = self.ranges[a]
