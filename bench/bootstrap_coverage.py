@@ -87,11 +87,10 @@ def lbtc_full(rho: NDArray[Any]) -> float:
 
 
 def interval(full: float, replicates: NDArray[Any], n_cases: int, n_effective: float, level: float = 0.95) -> tuple[float, float]:
-    """The interval the service reports: quantiles of the pseudo-values."""
-    p = bs.pseudo_values(full, replicates, n_cases, n_effective)
-    p = p[np.isfinite(p)]
-    lo, hi = np.quantile(p, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
+    """The interval the service reports for GRTD and LBTC (`bootstrap.score_interval`)."""
+    iv = bs.score_interval(full, replicates, n_cases, n_effective, level)
+    assert iv is not None
+    return iv[0], iv[1]
 
 
 def run(

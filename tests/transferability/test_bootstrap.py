@@ -155,3 +155,13 @@ def test_small_coverage_simulation():
     assert lo_ok <= res["grtd"]["hits"] <= hi_ok, res["grtd"]
     assert lo_ok <= res["lbtc"]["hits"] <= hi_ok, res["lbtc"]
     assert 0.6 < res["grtd"]["median_width"] / res["grtd"]["width_if_normal"] < 1.6
+
+
+def test_score_interval_is_a_t_interval_on_the_half_sampling_standard_error():
+    reps = np.array([-0.30, -0.10, np.nan, -0.20, -0.25])
+    lo, hi = bs.score_interval(-0.2, reps, n_cases=9, n_effective=7.5)
+    se = bs.variance_factor(9) * np.std(reps[np.isfinite(reps)])
+    from scipy.stats import t
+
+    assert hi - (-0.2) == pytest.approx(-0.2 - lo) == pytest.approx(t.ppf(0.975, 6.5) * se)
+    assert bs.score_interval(0.5, [np.nan, np.nan], n_cases=4) is None
