@@ -7,11 +7,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from models_registry.tables import ModelScore
-from transferability.bootstrap import rank_uncertainty
+from transferability.bootstrap import case_subsets, rank_uncertainty
 from transferability.evaluation import evaluate
 from transferability.fusion import fuse
 
 _DRAW_KEYS = ("method", "n_cases", "subset_size", "n_replicates", "seed", "draws")
+FEW_HALVES = 20  # below this many distinct halves, P(rank 1) and P(above) come with a note
 
 
 def fused_ranking(
@@ -73,6 +74,11 @@ def ranking_uncertainty(
         effective_cases=first.get("effective_cases"),
     )
     out["seed"] = first["seed"]
+    halves = case_subsets(int(first["n_cases"]), int(first["n_replicates"]), int(first["seed"]))
+    out["n_distinct_halves"] = len({row.tobytes() for row in halves})
+    if out["n_distinct_halves"] < FEW_HALVES:
+        out["note"] = (f"only {out['n_distinct_halves']} distinct halves of {first['n_cases']} cases: the shares rest on "
+                       "few resamples; more pilot cases make them meaningful")
     return {"available": True, **out}
 
 

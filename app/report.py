@@ -199,7 +199,9 @@ def _verdict(data: ReportData) -> str:
     return (
         f'<div class="verdict {cls}"><strong>{word}.</strong> {_e(top.name if top else "?")} ranks first in '
         f'{_num(100 * (p1 or 0.0), 0)}% of {u.get("n_replicates_used")} half-samples of the {u.get("n_cases")} pilot cases '
-        f'(stable at ≥ {_num(100 * u.get("stable_threshold", 0.9), 0)}%).</div>'
+        f'(stable at ≥ {_num(100 * u.get("stable_threshold", 0.9), 0)}%).'
+        + (f' Note: {_e(u["note"])}.' if u.get("note") else "")
+        + "</div>"
     )
 
 

@@ -165,6 +165,8 @@ class Uncertainty(BaseModel):
     subset_size: int | None = None
     n_replicates: int | None = None
     n_replicates_used: int | None = Field(None, description="replicates where every model's score is defined")
+    n_distinct_halves: int | None = Field(None, description="distinct case subsets among the replicates (C(M, m) at most)")
+    note: str | None = Field(None, description="a caveat, e.g. too few distinct halves for the shares to mean much")
     seed: int | None = None
     models: dict[str, ModelUncertainty] | None = None
     p_above: dict[str, dict[str, float | None]] | None = Field(None, description="p_above[i][j] = P(model i ranks above model j)")

@@ -72,6 +72,8 @@ def print_table(rank: dict[str, Any], job: dict[str, Any], out: TextIO = sys.std
     verdict = "stable" if unc.get("stable") else "NOT stable"
     print(f"\n{verdict}: the top model ranks first in {100 * (top or 0):.0f}% of {unc['n_replicates_used']} half-samples "
           f"of the {unc['n_cases']} pilot cases (stable at >= {100 * unc['stable_threshold']:.0f}%)", file=out)
+    if unc.get("note"):
+        print(f"note: {unc['note']}", file=out)
 
 
 def _say(text: str) -> None:

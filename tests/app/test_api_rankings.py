@@ -161,6 +161,7 @@ def test_rank_carries_the_uncertainty_fused_from_stored_replicates(api, world, s
                             {ids[i]: (replicates_for(i)["grtd"], replicates_for(i)["lbtc"]) for i in range(4)},
                             2, 8, a=body["a"], b=body["b"])
     assert u["available"] is True and u["n_replicates_used"] == 50 and u["n_cases"] == 8 and u["effective_cases"]["grtd"] == 8
+    assert u["n_distinct_halves"] == 35 and "note" not in u  # 50 seeded draws among the C(8, 4) = 70 halves
     assert u["models"].keys() == set(ids) and u["p_above"] == want["p_above"]
     for m in ids:
         assert u["models"][m]["fused_interval"] == pytest.approx(want["models"][m]["fused_interval"])

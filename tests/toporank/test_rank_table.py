@@ -35,10 +35,12 @@ def test_intervals_and_a_stable_verdict():
 def test_an_unstable_verdict_and_no_uncertainty():
     text = _table({
         "available": True, "n_cases": 4, "n_replicates_used": 200, "top_model": "a", "stable": False, "stable_threshold": 0.9,
+        "note": "only 6 distinct halves of 4 cases: the shares rest on few resamples",
         "models": {"a": {"fused_interval": [0.1, 1.0], "rank_interval": [1, 2], "p_rank1": 0.55},
                    "b": {"fused_interval": [0.0, 0.9], "rank_interval": [1, 2], "p_rank1": 0.45}},
     })
     assert "NOT stable: the top model ranks first in 55%" in text and "1-2" in text
+    assert "note: only 6 distinct halves of 4 cases" in text
     text = _table({"available": False, "reason": "2 model(s) have no replicates: x"})
     assert "fused 95%" not in text and "no uncertainty: 2 model(s) have no replicates" in text
     assert "stable" not in _table(None)
