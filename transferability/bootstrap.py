@@ -36,6 +36,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from transferability._order_stats import _lerp, upper_order_statistics
 from transferability._validation import as_labels, as_points
+from transferability.grtd import _dense_prim_weight
 from transferability.mst import Precision, edge_lengths, prim_edges, squared_distance_buffer
 
 SCHEME = "half-sampling"
@@ -439,30 +440,12 @@ class GRTDStageReplicates:
                 _, p, r = best[key]
                 d = float(edge_lengths(self.x, np.array([[p, r]], dtype=np.int64))[0])
                 w[i1, i2] = w[i2, i1] = min(d / q, self.lam)
-        return _dense_tree_weight(w)
+        return _dense_prim_weight(w)
 
 
 def _joined(parts: list[tuple[NDArray[np.int64], NDArray[np.float64]]]) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     """Concatenate candidate (edges, lengths) sets."""
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-
-
-def _dense_tree_weight(w: NDArray[np.float64]) -> float:
-    """MST weight of a small dense graph (K + 1 class nodes)."""
-    n = w.shape[0]
-    if n < 2:
-        return 0.0
-    in_tree = np.zeros(n, dtype=bool)
-    in_tree[0] = True
-    key = w[0].copy()
-    chosen = []
-    for _ in range(n - 1):
-        cand = np.where(in_tree, np.inf, key)
-        v = int(cand.argmin())
-        chosen.append(float(cand[v]))
-        in_tree[v] = True
-        key = np.minimum(key, w[v])
-    return math.fsum(chosen)
 
 
 def grtd_replicates(
