@@ -13,8 +13,8 @@ from starlette.concurrency import run_in_threadpool
 
 from app.context import AppContext
 from app.errors import ApiError
-from app.services.lookups import owned_pilot_set, owned_ranking, visible_model
-from models_registry.tables import Model, PilotSet, RankingJob
+from app.services.lookups import owned_confirmation, owned_pilot_set, owned_ranking, visible_model
+from models_registry.tables import Confirmation, Model, PilotSet, RankingJob
 from models_registry.tenants import hash_key, tenant_id_for_key
 
 
@@ -76,6 +76,11 @@ def get_owned_ranking(ranking_id: str, session: Db, tenant: TenantId) -> Ranking
     return owned_ranking(session, tenant, ranking_id)
 
 
+def get_owned_confirmation(ranking_id: str, confirmation_id: str, session: Db, tenant: TenantId) -> Confirmation:
+    return owned_confirmation(session, tenant, ranking_id, confirmation_id)
+
+
 OwnedPilotSet = Annotated[PilotSet, Depends(get_owned_pilot_set)]
 VisibleModel = Annotated[Model, Depends(get_visible_model)]
 OwnedRanking = Annotated[RankingJob, Depends(get_owned_ranking)]
+OwnedConfirmation = Annotated[Confirmation, Depends(get_owned_confirmation)]

@@ -10,6 +10,7 @@ from toporank.settings import Settings
 
 SCORE_TASK = "toporank.score_item"
 VALIDATE_TASK = "toporank.validate_model"
+FINETUNE_TASK = "toporank.finetune_item"
 
 
 class CeleryDispatcher:
@@ -27,6 +28,9 @@ class CeleryDispatcher:
 
     def validate_model(self, model_id: str) -> None:
         self.celery.send_task(VALIDATE_TASK, args=[model_id])
+
+    def finetune_item(self, item_id: str) -> None:
+        self.celery.send_task(FINETUNE_TASK, args=[item_id])
 
     def broker_ok(self) -> bool:
         """Redis: a connection succeeds within 2 s. Filesystem: the queue folder exists."""

@@ -8,10 +8,11 @@ from typing import Any
 
 from models_registry.tables import ModelScore
 from transferability.bootstrap import case_subsets, rank_uncertainty
-from transferability.evaluation import evaluate
+from transferability.evaluation import baseline_value, evaluate_scores
 from transferability.fusion import fuse
 
 _DRAW_KEYS = ("method", "n_cases", "subset_size", "n_replicates", "seed", "draws")
+__all__ = ["baseline_value", "evaluate_ranking", "fused_ranking", "ranking_uncertainty"]
 FEW_HALVES = 20  # below this many distinct halves, P(rank 1) and P(above) come with a note
 
 
@@ -82,35 +83,11 @@ def ranking_uncertainty(
     return {"available": True, **out}
 
 
-def baseline_value(value: Any) -> float | None:
-    """A baseline's scalar (stored as a number, or a dict with `value`), None if missing/non-finite."""
-    if isinstance(value, Mapping):
-        value = value.get("value", value.get("score"))
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def evaluate_ranking(
     scores: Mapping[str, ModelScore], truth: Mapping[str, float], num_foreground: int, *, a: float, b: float, alpha: float | None
 ) -> dict[str, dict[str, Any]]:
-    """metric name -> {n_models, weighted_tau, kendall_tau, spearman, top1_regret} for fused, grtd,
-    lbtc and every baseline (each over the models where it is finite; skipped below two models)."""
-    fused = fuse({m: (s.grtd, s.lbtc) for m, s in scores.items()}, num_foreground, a=a, b=b, alpha=alpha)
-    by_metric: dict[str, dict[str, float]] = {
-        "fused": {str(m.model_id): m.score for m in fused.models},
-        "grtd": {m: s.grtd for m, s in scores.items()},
-        "lbtc": {m: s.lbtc for m, s in scores.items()},
-    }
-    baseline_names = sorted({name for s in scores.values() for name in (s.baselines or {})})
-    for name in baseline_names:
-        values = {m: baseline_value((s.baselines or {}).get(name)) for m, s in scores.items()}
-        by_metric[name] = {m: v for m, v in values.items() if v is not None}
-    out: dict[str, dict[str, Any]] = {}
-    for name, vals in by_metric.items():
-        if len(vals) < 2:
-            continue
-        row = evaluate({name: vals}, {m: truth[m] for m in vals}).to_dict()["rows"][0]
-        row.pop("metric", None)
-        out[name] = row
-    return out
+    """transferability.evaluation.evaluate_scores over stored score rows (fused, grtd, lbtc, baselines)."""
+    return evaluate_scores(
+        {m: (s.grtd, s.lbtc) for m, s in scores.items()}, {m: s.baselines or {} for m, s in scores.items()}, truth,
+        num_foreground, a=a, b=b, alpha=alpha,
+    )

@@ -201,3 +201,71 @@ class EvaluationOut(BaseModel):
         description="per score (fused, grtd, lbtc, each baseline): weighted_tau, kendall_tau, spearman, top1_regret"
     )
     created_at: datetime
+
+
+class ConfirmationIn(BaseModel):
+    """Fine-tune some of a finished ranking's models by cross-validation over its pilot cases."""
+
+    model_config = ConfigDict(extra="forbid")
+    top_k: int | None = Field(default=None, ge=1, le=50, description="the ranking's top k models (default 2 when `models` is not given)")
+    models: list[str] | None = Field(default=None, min_length=1, max_length=50, json_schema_extra={"uniqueItems": True},
+                                     description="model ids of the ranking to confirm, instead of top_k")
+    steps: int = Field(default=120, ge=1, description="optimiser steps per fold (capped by TOPORANK_MAX_FINETUNE_STEPS)")
+    folds: int | None = Field(default=None, ge=2, description="F of F-fold cross-validation; default leave-one-out up to 5 cases, 5 above")
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, description="base seed: fold plan and per-fold fine-tune seeds")
+    finetune: dict[str, Any] | None = Field(
+        default=None, description="worker.finetune.FinetuneConfig overrides (patch, batch_size, lr, ...); steps and seed come from above"
+    )
+
+
+class FoldOut(BaseModel):
+    fold: int
+    status: str
+    stage: str | None
+    progress: float
+    attempts: int
+    reused: bool
+    n_test: int
+    dice: float | None
+    per_class: dict[str, float | None] | None
+    error: ErrorInfo | None
+
+
+class ConfirmedModel(BaseModel):
+    model_id: str
+    name: str | None
+    predicted_rank: int | None = Field(description="the model's rank in the ranking's fused order")
+    status: str
+    progress: float
+    dice_mean: float | None = Field(description="mean held-out Dice over the folds done")
+    dice_std: float | None = Field(description="sample standard deviation over folds")
+    dice_se: float | None = Field(description="standard error of the mean (std / sqrt(folds))")
+    n_folds_done: int
+    per_class: dict[str, float | None]
+    folds: list[FoldOut]
+
+
+class ConfirmationOut(BaseModel):
+    id: str
+    ranking_id: str
+    status: str = Field(description="queued, running, succeeded, partial, failed or cancelled")
+    progress: float
+    cancel_requested: bool
+    n_folds: int
+    fold_plan: list[list[str]] = Field(description="per fold, the ids of its held-out pilot cases")
+    steps: int
+    seed: int
+    finetune: dict[str, Any]
+    expected_cost: dict[str, Any] = Field(description="per model, seconds of worker time from measured seconds per step (or null and why)")
+    predicted_top: str | None
+    best_model: str | None
+    top1_confirmed: bool | None = Field(
+        description="the predicted top model's mean Dice is within one standard error of the best confirmed model's; null when it cannot be said"
+    )
+    top1_note: str | None
+    evaluation: EvaluationOut | None
+    note: str | None
+    models: list[ConfirmedModel]
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None

@@ -200,13 +200,95 @@ class ModelScore(Base):
 
 
 class Evaluation(Base):
+    """A ranking compared with fine-tuning truth: the user's (`source` user) or the one a finished
+    confirmation recorded itself (`source` confirmation, `confirmation_id` set)."""
+
     __tablename__ = "evaluations"
     id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ev"))
     ranking_id: Mapped[str] = mapped_column(ForeignKey("ranking_jobs.id", ondelete="CASCADE"), index=True)
     truth: Mapped[dict[str, Any]] = mapped_column(JSON)
     result: Mapped[dict[str, Any]] = mapped_column(JSON)
+    source: Mapped[str] = mapped_column(String(16), default="user", server_default="user")
+    confirmation_id: Mapped[str | None] = mapped_column(ForeignKey("confirmations.id", ondelete="SET NULL"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FinetuneRecord(Base):
+    """One fine-tuning run of a model on one fold of a pilot set (worker.finetune): held-out Dice.
+
+    Unique on (pilot set, model, key hash, device): the key hashes the fold plan, the fold, the
+    fine-tune config (steps, seed included) and the fine-tune code version, so a later
+    confirmation asking for the same thing reuses the row; `device` (`cpu`, `cuda`) is where it ran."""
+
+    __tablename__ = "finetune_records"
+    __table_args__ = (UniqueConstraint("pilot_set_id", "model_id", "key_hash", "device", name="uq_finetune_records_key"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("ft"))
+    pilot_set_id: Mapped[str] = mapped_column(ForeignKey("pilot_sets.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    device: Mapped[str] = mapped_column(String(16))
+    fold: Mapped[int] = mapped_column(Integer)
+    dice: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: no class defined on the test cases
+    per_class: Mapped[dict[str, Any]] = mapped_column(JSON)
+    result: Mapped[dict[str, Any]] = mapped_column(JSON)  # FinetuneResult.to_dict(): per case, losses, seconds, recipe
+    code_version: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Confirmation(Base):
+    """Fine-tuning of some of a ranking's models by cross-validation over its pilot cases.
+
+    `fold_plan` lists each fold's held-out case positions; the status is derived from the items
+    (one per model and fold) like a ranking's. When every item has finished the worker records an
+    Evaluation (truth = mean held-out Dice) or, with fewer than two models, says why in `note`."""
+
+    __tablename__ = "confirmations"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("cf"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    ranking_id: Mapped[str] = mapped_column(ForeignKey("ranking_jobs.id", ondelete="CASCADE"), index=True)
+    model_ids: Mapped[list[Any]] = mapped_column(JSON)
+    predicted_top: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    fold_plan: Mapped[list[Any]] = mapped_column(JSON)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)  # FinetuneConfig.to_dict() with the base seed
+    expected_cost: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    evaluation_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    items: Mapped[list["ConfirmationItem"]] = relationship(
+        back_populates="confirmation", cascade="all, delete-orphan", passive_deletes=True, order_by="ConfirmationItem.position"
+    )
+
+
+class ConfirmationItem(Base):
+    """One (confirmation, model, fold) unit of work: one Celery task, its progress and its record."""
+
+    __tablename__ = "confirmation_items"
+    __table_args__ = (UniqueConstraint("confirmation_id", "model_id", "fold", name="uq_confirmation_items_unit"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("cfi"))
+    confirmation_id: Mapped[str] = mapped_column(ForeignKey("confirmations.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), index=True)
+    fold: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    stage: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    record_id: Mapped[str | None] = mapped_column(ForeignKey("finetune_records.id", ondelete="SET NULL"), nullable=True)
+    reused: Mapped[bool] = mapped_column(Boolean, default=False)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    confirmation: Mapped[Confirmation] = relationship(back_populates="items")
+    record: Mapped["FinetuneRecord | None"] = relationship()
 
 
 Index("ix_ranking_items_status", RankingItem.status)
 Index("ix_models_status", Model.status)
+Index("ix_confirmation_items_status", ConfirmationItem.status)

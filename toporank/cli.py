@@ -180,8 +180,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         counts = requeue_unfinished(make_sessionmaker(engine), CeleryDispatcher(settings))
     finally:
         engine.dispose()
-    if counts["items"] or counts["models"]:
-        print(f"re-queued {counts['items']} ranking item(s) and {counts['models']} model validation(s)", file=sys.stderr)
+    if counts["items"] or counts["models"] or counts["finetunes"]:
+        print(f"re-queued {counts['items']} ranking item(s), {counts['finetunes']} confirmation fold(s) and "
+              f"{counts['models']} model validation(s)", file=sys.stderr)
     worker = None
     if not args.no_worker:
         # Its own session: a signal to serve's process group (Ctrl-C, systemd's KillMode=control-group)
@@ -253,7 +254,8 @@ def cmd_requeue(_args: argparse.Namespace) -> int:
         counts = requeue_unfinished(make_sessionmaker(engine), CeleryDispatcher(settings))
     finally:
         engine.dispose()
-    print(f"re-queued {counts['items']} ranking item(s) and {counts['models']} model validation(s); "
+    print(f"re-queued {counts['items']} ranking item(s), {counts['finetunes']} confirmation fold(s) and "
+          f"{counts['models']} model validation(s); "
           f"{counts['cancelled']} cancelled item(s) closed")
     return 0
 

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     max_case_voxels: int = Field(default=512 * 512 * 1024, gt=0, description="Per NIfTI file, checked from its header.")
     max_pilot_cases: int = Field(default=2000, gt=0)
     max_task_attempts: int = Field(default=3, gt=0, description="Deliveries of one scoring task before it fails.")
+    max_finetune_steps: int = Field(default=2000, gt=0, description="Cap on a confirmation's optimiser steps per fold.")
     visibility_timeout_s: int = Field(default=6 * 3600, gt=0, description="Redis redelivery; above the longest task.")
     task_queue: str = Field(default="toporank", min_length=1, max_length=100, description="Celery queue name.")
     quota_storage_bytes: int = Field(default=500 * 1024**3, ge=0, description="Per tenant: bytes of stored pilot sets and models; 0 = no quota.")

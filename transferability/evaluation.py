@@ -15,6 +15,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from transferability.fusion import fuse
+
 
 def _pair(scores: ArrayLike, truth: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Validate two aligned 1-D finite float arrays with at least two models."""
@@ -127,3 +129,60 @@ def evaluate(
             )
         )
     return EvaluationTable(rows=rows)
+
+
+def baseline_value(value: Any) -> float | None:
+    """A stored baseline's scalar (a number, or a dict with `value` or `score`); None if missing or non-finite."""
+    if isinstance(value, Mapping):
+        value = value.get("value", value.get("score"))
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def evaluate_scores(
+    scores: Mapping[str, tuple[float, float]],
+    baselines: Mapping[str, Mapping[str, Any]],
+    truth: Mapping[str, float],
+    num_foreground: int,
+    *,
+    a: float,
+    b: float,
+    alpha: float | None,
+) -> dict[str, dict[str, Any]]:
+    """Agreement with `truth` of the fused score, GRTD, LBTC and every baseline over the same models.
+
+    Parameters
+    ----------
+    scores : mapping of model id to (grtd, lbtc)
+        Raw scores of the models evaluated (fused over exactly these models).
+    baselines : mapping of model id to {baseline name: stored value}
+        As stored with each score (see `baseline_value`).
+    truth : mapping of model id to float
+        Fine-tuning results (e.g. mean Dice), one per model in `scores`.
+    num_foreground, a, b, alpha
+        The fusion's K and gate (transferability.fusion.fuse).
+
+    Returns
+    -------
+    dict
+        metric name -> {n_models, weighted_tau, kendall_tau, spearman, top1_regret}; a metric finite
+        on fewer than two models is left out.
+    """
+    fused = fuse(dict(scores), num_foreground, a=a, b=b, alpha=alpha)
+    by_metric: dict[str, dict[str, float]] = {
+        "fused": {str(m.model_id): m.score for m in fused.models},
+        "grtd": {m: float(g) for m, (g, _l) in scores.items()},
+        "lbtc": {m: float(l) for m, (_g, l) in scores.items()},
+    }
+    for name in sorted({n for per_model in baselines.values() for n in (per_model or {})}):
+        values = {m: baseline_value((baselines.get(m) or {}).get(name)) for m in scores}
+        by_metric[name] = {m: v for m, v in values.items() if v is not None}
+    out: dict[str, dict[str, Any]] = {}
+    for name, vals in by_metric.items():
+        if len(vals) < 2:
+            continue
+        row = evaluate({name: vals}, {m: truth[m] for m in vals}).to_dict()["rows"][0]
+        row.pop("metric", None)
+        out[name] = row
+    return out

@@ -21,9 +21,20 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models_registry.db import make_engine, make_sessionmaker
 from models_registry.jobs import refresh_job
+from models_registry.confirmations import find_record, fold_seed, refresh_confirmation, store_record
+from models_registry.finetune_config import FINETUNE_CODE_VERSION, FinetuneConfig
 from models_registry.scores import find_score, store_score
 from models_registry.specs import ModelSpec
-from models_registry.tables import TERMINAL_ITEM, Model, PilotSet, RankingItem, RankingJob, utcnow
+from models_registry.tables import (
+    TERMINAL_ITEM,
+    Confirmation,
+    ConfirmationItem,
+    Model,
+    PilotSet,
+    RankingItem,
+    RankingJob,
+    utcnow,
+)
 from toporank.settings import Settings, get_settings
 from transferability.config import SCORING_CODE_VERSION, ScoringConfig, numeric_mode
 from worker.celery_app import app
@@ -153,11 +164,13 @@ def _retrying_db(fn: Callable[[], T], what: str, outage_s: float = DB_OUTAGE_S) 
 
 
 class _Progress:
-    """Throttled progress writer; raises TaskCancelled once the ranking is cancelled. While the
-    database is unreachable the heartbeat is skipped, not fatal: the score goes on."""
+    """Throttled progress writer of one unit of work (a ranking item, a confirmation fold); raises
+    TaskCancelled once its parent (ranking, confirmation) is cancelled. While the database is
+    unreachable the heartbeat is skipped, not fatal: the work goes on."""
 
-    def __init__(self, ctx: WorkerContext, item_id: str, job_id: str) -> None:
+    def __init__(self, ctx: WorkerContext, item_id: str, job_id: str, item_cls: type = RankingItem, parent_cls: type = RankingJob) -> None:
         self.ctx, self.item_id, self.job_id = ctx, item_id, job_id
+        self.item_cls, self.parent_cls = item_cls, parent_cls
         self.last = 0.0
 
     def __call__(self, stage: str, fraction: float) -> None:
@@ -167,16 +180,16 @@ class _Progress:
         self.last = now
         try:
             with self.ctx.sessions() as s:
-                item = s.get(RankingItem, self.item_id)
-                job = s.get(RankingJob, self.job_id)
-                if item is None or job is None or job.cancel_requested:
+                item = s.get(self.item_cls, self.item_id)
+                parent = s.get(self.parent_cls, self.job_id)
+                if item is None or parent is None or parent.cancel_requested:
                     raise TaskCancelled()
                 item.stage = str(stage)[:64]
                 item.progress = float(min(max(fraction, 0.0), 0.99))
                 item.heartbeat_at = utcnow()
                 s.commit()
         except OperationalError as exc:
-            log.warning("progress of item %s not recorded: database unreachable (%s)", self.item_id, type(exc).__name__)
+            log.warning("progress of %s not recorded: database unreachable (%s)", self.item_id, type(exc).__name__)
 
 
 def _numeric_mode(ctx: WorkerContext, config_json: dict[str, Any]) -> str:
@@ -289,6 +302,130 @@ def _run_pipeline(
         return "failed", {"error_code": "scoring_error", "error_detail": f"{type(exc).__name__}: {exc}"[:2000]}
 
 
+# --------------------------------------------------------------------------- finetune_item
+def _finish_unit(s: Session, unit: ConfirmationItem, status: str, **fields: Any) -> None:
+    unit.status = status
+    for k, v in fields.items():
+        setattr(unit, k, v)
+    unit.finished_at = utcnow()
+    s.flush()
+    refresh_confirmation(s, unit.confirmation_id)  # the last unit to finish also records the evaluation
+    s.commit()
+
+
+def _device_kind(ctx: WorkerContext) -> str:
+    from worker.adapters import resolve_device
+
+    return "cuda" if resolve_device(ctx.settings.device).startswith("cuda") else "cpu"
+
+
+def finetune_item_impl(ctx: WorkerContext, unit_id: str) -> str:
+    """Fine-tune one model on one fold of a confirmation (worker.finetune) and store its held-out
+    Dice; a record under the same key on this device kind is reused. Returns the unit's final status."""
+    with ctx.sessions() as s:
+        unit = s.get(ConfirmationItem, unit_id)
+        if unit is None:
+            return "gone"
+        if unit.status in TERMINAL_ITEM:
+            return unit.status
+        conf = s.get(Confirmation, unit.confirmation_id)
+        assert conf is not None
+        if conf.cancel_requested:
+            _finish_unit(s, unit, "cancelled")
+            return "cancelled"
+        job = s.get(RankingJob, conf.ranking_id)
+        pilot_set = s.get(PilotSet, job.pilot_set_id) if job is not None else None
+        model = s.get(Model, unit.model_id)
+        if pilot_set is None or model is None:
+            _finish_unit(s, unit, "failed", error_code="gone", error_detail="model or pilot set was deleted")
+            return "failed"
+        device = _device_kind(ctx)
+        record = find_record(s, pilot_set.id, model.id, unit.key_hash, device)
+        if record is not None:
+            _finish_unit(s, unit, "succeeded", record_id=record.id, reused=True, progress=1.0)
+            return "succeeded"
+        if unit.attempts >= ctx.settings.max_task_attempts:
+            _finish_unit(s, unit, "failed", error_code="worker_lost",
+                         error_detail=f"the worker died {unit.attempts} times while fine-tuning this fold")
+            return "failed"
+        unit.attempts += 1
+        unit.status, unit.stage, unit.progress = "running", "load", 0.0
+        unit.started_at = unit.heartbeat_at = utcnow()
+        s.flush()
+        refresh_confirmation(s, conf.id)
+        s.commit()
+        plan, fold, base_cfg = [list(f) for f in conf.fold_plan], unit.fold, dict(conf.config)
+        spec_json, ckpt_rel, conf_id, ps_id, model_id = dict(model.spec), model.checkpoint_path, conf.id, pilot_set.id, model.id
+        num_classes = int(pilot_set.num_foreground) + 1
+        key_hash = unit.key_hash
+        try:
+            cases = load_cases(ctx, pilot_set)
+        except Exception as exc:  # noqa: BLE001 - files removed or corrupted under us
+            log.warning("pilot set cases unreadable: %s", type(exc).__name__)
+            _finish_unit(s, unit, "failed", error_code="pilot_set_unreadable", error_detail="the pilot set's stored cases cannot be read")
+            return "failed"
+
+    held_out = set(plan[fold])
+    train = [c for i, c in enumerate(cases) if i not in held_out]
+    test = [c for i, c in enumerate(cases) if i in held_out]
+    cfg_json = {k: v for k, v in base_cfg.items() if k not in ("base_seed", "code_version")}
+    cfg_json["seed"] = fold_seed(int(base_cfg["base_seed"]), fold)
+    status, fields = _run_finetune(ctx, unit_id, conf_id, spec_json, ckpt_rel, train, test, num_classes, cfg_json)
+
+    def record() -> str:
+        with ctx.sessions() as s:
+            unit = s.get(ConfirmationItem, unit_id)
+            if unit is None:
+                return "gone"
+            if status != "succeeded":
+                _finish_unit(s, unit, status, **fields)
+                return status
+            result = fields["result"]
+            row = store_record(
+                s, pilot_set_id=ps_id, model_id=model_id, key_hash=key_hash, device=device, fold=fold,
+                dice=result["dice"], per_class=result["per_class"], result=result, code_version=FINETUNE_CODE_VERSION,
+            )
+            unit = s.get(ConfirmationItem, unit_id)  # reloaded: storing may have rolled back a duplicate
+            if unit is None:
+                return "gone"
+            _finish_unit(s, unit, "succeeded", record_id=row.id, progress=1.0, stage="done")
+            return "succeeded"
+
+    return _retrying_db(record, f"storing the fine-tune of unit {unit_id}")
+
+
+_FINETUNE_PHASES = {"load": (0.0, 0.05), "train": (0.05, 0.9), "predict": (0.9, 1.0)}
+
+
+def _run_finetune(
+    ctx: WorkerContext, unit_id: str, conf_id: str, spec_json: dict[str, Any], ckpt_rel: str, train: list[Any], test: list[Any],
+    num_classes: int, cfg_json: dict[str, Any],
+) -> tuple[str, dict[str, Any]]:
+    from worker.adapters import ModelLoadError
+    from worker.finetune import finetune
+
+    heartbeat = _Progress(ctx, unit_id, conf_id, ConfirmationItem, Confirmation)
+
+    def progress(phase: str, fraction: float) -> None:
+        lo, hi = _FINETUNE_PHASES.get(phase, (0.0, 1.0))
+        heartbeat(phase, lo + (hi - lo) * fraction)
+
+    try:
+        spec = ModelSpec.model_validate(spec_json)
+        cfg = FinetuneConfig.from_dict(cfg_json)
+        res = finetune(spec, _stored(ctx, ckpt_rel), train, test, num_classes, cfg, device=ctx.settings.device, progress=progress)
+        return "succeeded", {"result": res.to_dict()}
+    except TaskCancelled:
+        return "cancelled", {}
+    except ModelLoadError as exc:
+        return "failed", {"error_code": exc.code, "error_detail": exc.message[:2000]}
+    except (ValueError, FloatingPointError) as exc:
+        return "failed", {"error_code": "finetune_error", "error_detail": str(exc)[:2000]}
+    except Exception as exc:  # noqa: BLE001 - recorded on the unit; the task itself succeeds
+        log.exception("fine-tuning failed")
+        return "failed", {"error_code": "finetune_error", "error_detail": f"{type(exc).__name__}: {exc}"[:2000]}
+
+
 # --------------------------------------------------------------------------- Celery wrappers
 # A task that finds the database unreachable before it starts work is sent again later (Celery
 # retry: a new message, with backoff) instead of failing its item.
@@ -320,4 +457,27 @@ def score_item(item_id: str) -> str:
         raise  # the database is away: retried later (_DB_RETRY), the item is not failed
     except Exception as exc:
         _fail_unfinished(ctx, item_id, exc)
+        raise
+
+
+def _fail_unfinished_unit(ctx: WorkerContext, unit_id: str, exc: BaseException) -> None:
+    """Best effort: a fold whose task crashed must not stay `running` forever."""
+    try:
+        with ctx.sessions() as s:
+            unit = s.get(ConfirmationItem, unit_id)
+            if unit is not None and unit.status not in TERMINAL_ITEM:
+                _finish_unit(s, unit, "failed", error_code="internal_error", error_detail=type(exc).__name__)
+    except Exception:  # noqa: BLE001
+        log.exception("could not record the failure of fold %s", unit_id)
+
+
+@app.task(name="toporank.finetune_item", acks_late=True, reject_on_worker_lost=True, **_DB_RETRY)
+def finetune_item(unit_id: str) -> str:
+    ctx = worker_context()
+    try:
+        return finetune_item_impl(ctx, unit_id)
+    except OperationalError:
+        raise  # the database is away: retried later (_DB_RETRY), the fold is not failed
+    except Exception as exc:
+        _fail_unfinished_unit(ctx, unit_id, exc)
         raise

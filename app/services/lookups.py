@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from app.errors import not_found
-from models_registry.tables import Model, PilotSet, RankingJob
+from models_registry.tables import Confirmation, Model, PilotSet, RankingJob
 
 
 def owned_pilot_set(session: Session, tenant: str, pilot_set_id: str) -> PilotSet:
@@ -30,3 +30,11 @@ def owned_ranking(session: Session, tenant: str, ranking_id: str) -> RankingJob:
     if job is None or job.tenant_id != tenant:
         raise not_found("ranking")
     return job
+
+
+def owned_confirmation(session: Session, tenant: str, ranking_id: str, confirmation_id: str) -> Confirmation:
+    """The tenant's confirmation `confirmation_id` of ranking `ranking_id`, or 404."""
+    conf = session.get(Confirmation, confirmation_id)
+    if conf is None or conf.tenant_id != tenant or conf.ranking_id != ranking_id:
+        raise not_found("confirmation")
+    return conf

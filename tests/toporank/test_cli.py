@@ -22,7 +22,7 @@ def test_migrate_create_tenant_and_requeue_on_a_fresh_data_dir(tmp_path):
     assert again.stdout.strip() != made.stdout.strip()  # a new key every time, never a stored one
     out = _run(["requeue"], tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "re-queued 0 ranking item(s) and 0 model validation(s)" in out.stdout
+    assert "re-queued 0 ranking item(s), 0 confirmation fold(s) and 0 model validation(s)" in out.stdout
 
 
 def test_unknown_command_is_a_usage_error(tmp_path):

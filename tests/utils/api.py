@@ -23,6 +23,7 @@ class RecordingDispatcher:
     def __init__(self) -> None:
         self.scored: list[str] = []
         self.validated: list[str] = []
+        self.finetuned: list[str] = []
         self.ok = True
         self.fail = False
 
@@ -35,6 +36,11 @@ class RecordingDispatcher:
         if self.fail:
             raise ConnectionError("broker down")
         self.validated.append(model_id)
+
+    def finetune_item(self, item_id: str) -> None:
+        if self.fail:
+            raise ConnectionError("broker down")
+        self.finetuned.append(item_id)
 
     def broker_ok(self) -> bool:
         return self.ok
