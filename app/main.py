@@ -12,7 +12,7 @@ import toporank
 from app.context import AppContext, Dispatcher
 from app.errors import install_error_handlers
 from app.metrics import Metrics, MetricsMiddleware
-from app.routes import confirmations, health, models, pilot_sets, rankings
+from app.routes import calibrations, confirmations, health, models, pilot_sets, rankings
 from app.storage import Storage
 from models_registry.db import make_engine, make_sessionmaker
 from toporank.settings import Settings, get_settings
@@ -65,6 +65,6 @@ def create_app(settings: Settings | None = None, dispatcher: Dispatcher | None =
     )
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    for module in (health, models, pilot_sets, rankings, confirmations):
+    for module in (health, models, pilot_sets, rankings, confirmations, calibrations):
         app.include_router(module.router)
     return app

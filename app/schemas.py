@@ -175,6 +175,14 @@ class Uncertainty(BaseModel):
     stable_threshold: float | None = None
 
 
+class GateSource(BaseModel):
+    """Which fusion gate a ranking response used: `default` (metrics.md §5), `ranking` (the ranking's own
+    fusion parameters), `request` (alpha, a or b in the query) or `calibrated` (the tenant's calibration)."""
+
+    source: str
+    calibration_id: str | None
+
+
 class RankOut(BaseModel):
     ranking_id: str
     status: str
@@ -185,6 +193,7 @@ class RankOut(BaseModel):
     b: float
     models: list[RankedModel]
     missing: list[str]
+    gate: GateSource
     uncertainty: Uncertainty | None = Field(None, description="absent with uncertainty=false")
 
 
@@ -269,3 +278,34 @@ class ConfirmationOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+
+
+class CalibrationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: str = Field(default="auto", pattern="^(auto|gate|per_k)$",
+                      description="`gate` fits (a, b); `per_k` one alpha per K seen; `auto`: per_k below 3 distinct K values, else gate")
+
+
+class CalibrationOut(BaseModel):
+    """A fitted fusion gate and what it buys on the tenant's own evaluations (in sample and leave-one-out)."""
+
+    id: str
+    kind: str
+    a: float
+    b: float
+    alpha_by_k: dict[str, float]
+    n_evaluations: int
+    n_skipped: int
+    distinct_k: list[int]
+    mean_tau_default: float
+    mean_tau_fitted: float
+    loo_tau_default: float | None = Field(description="leave-one-evaluation-out mean weighted tau of the default gate")
+    loo_tau_fitted: float | None = Field(description="the same for a gate fitted without the held-out evaluation")
+    loo: list[dict[str, Any]]
+    warnings: list[str]
+    evaluation_ids: list[str]
+    created_at: datetime
+
+
+class CalibrationList(BaseModel):
+    calibrations: list[CalibrationOut]

@@ -289,6 +289,19 @@ class ConfirmationItem(Base):
     record: Mapped["FinetuneRecord | None"] = relationship()
 
 
+class CalibrationRecord(Base):
+    """A tenant's fusion gate fitted on its own evaluations (transferability.calibration): the gate
+    (`params`: Calibration.to_dict()) and the report of how it did (in sample, leave-one-out)."""
+
+    __tablename__ = "calibrations"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True, default=lambda: new_id("cal"))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    evaluation_ids: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 Index("ix_ranking_items_status", RankingItem.status)
 Index("ix_models_status", Model.status)
 Index("ix_confirmation_items_status", ConfirmationItem.status)

@@ -1,8 +1,10 @@
-"""Confirmations: fine-tuning a ranking's top models by cross-validation over its pilot cases.
+"""Confirmations (fine-tuning a ranking's top models by cross-validation over its pilot cases) and
+calibrations (a tenant's fusion gate fitted on its evaluations).
 
 New tables `finetune_records` (one fine-tune of a model on one fold, reused under the same key),
 `confirmations` and `confirmation_items` (one per model and fold); evaluations gain `source`
-(`user`, or `confirmation` for the one a finished confirmation records) and `confirmation_id`.
+(`user`, or `confirmation` for the one a finished confirmation records) and `confirmation_id`;
+`calibrations` holds each fitted gate with its report.
 
 Revision ID: 0004
 Revises: 0003
@@ -100,6 +102,18 @@ def upgrade() -> None:
     op.create_index("ix_confirmation_items_confirmation_id", "confirmation_items", ["confirmation_id"])
     op.create_index("ix_confirmation_items_model_id", "confirmation_items", ["model_id"])
     op.create_index("ix_confirmation_items_status", "confirmation_items", ["status"])
+    op.create_table(
+        "calibrations",
+        sa.Column("id", sa.String(40), nullable=False),
+        sa.Column("tenant_id", sa.String(40), nullable=False),
+        sa.Column("params", sa.JSON(), nullable=False),
+        sa.Column("report", sa.JSON(), nullable=False),
+        sa.Column("evaluation_ids", sa.JSON(), nullable=False),
+        sa.Column("created_at", _TZ, nullable=False),
+        sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], name="fk_calibrations_tenant_id_tenants", ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id", name="pk_calibrations"),
+    )
+    op.create_index("ix_calibrations_tenant_id", "calibrations", ["tenant_id"])
     with op.batch_alter_table("evaluations", schema=None) as batch_op:
         batch_op.add_column(sa.Column("source", sa.String(16), nullable=False, server_default="user"))
         batch_op.add_column(sa.Column("confirmation_id", sa.String(40), nullable=True))
@@ -113,6 +127,7 @@ def downgrade() -> None:
         batch_op.drop_constraint("fk_evaluations_confirmation_id_confirmations", type_="foreignkey")
         batch_op.drop_column("confirmation_id")
         batch_op.drop_column("source")
+    op.drop_table("calibrations")
     op.drop_table("confirmation_items")
     op.drop_table("confirmations")
     op.drop_table("finetune_records")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import HTMLResponse
@@ -85,7 +85,9 @@ def cancel_ranking(job: OwnedRanking, session: Db) -> dict[str, Any]:
         "models scored so far, the others listed in `missing`). `uncertainty` (omitted with "
         "`uncertainty=false`): each model's half-sampling replicates over the pilot cases, fused per "
         "replicate: 95% intervals of GRTD, LBTC and the fused score, rank intervals, P(rank 1), "
-        "P(row model above column model), and `stable` (the top model is first in >= 90% of replicates)."
+        "P(row model above column model), and `stable` (the top model is first in >= 90% of replicates). "
+        "`fusion=calibrated` uses the tenant's latest calibration (POST /v1/calibrations; 409 without one); "
+        "`gate` always says which gate was used."
     ),
 )
 async def get_rank(
@@ -97,12 +99,13 @@ async def get_rank(
     a: float | None = None,
     b: float | None = None,
     uncertainty: bool = True,
+    fusion: Literal["ranking", "calibrated"] = "ranking",
 ) -> Response:
     overrides = {"alpha": alpha, "a": a, "b": b}
-    body = rank_service.cached_rank_body(ctx.rank_cache, tenant, ranking_id, partial, overrides, uncertainty)
+    body = rank_service.cached_rank_body(ctx.rank_cache, tenant, ranking_id, partial, overrides, uncertainty, fusion)
     if body is None:
         body = await run_in_threadpool(
-            rank_service.rank_body, ctx.sessions, ctx.rank_cache, tenant, ranking_id, partial, overrides, uncertainty
+            rank_service.rank_body, ctx.sessions, ctx.rank_cache, tenant, ranking_id, partial, overrides, uncertainty, fusion
         )
     return Response(content=body, media_type="application/json")
 

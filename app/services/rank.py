@@ -14,8 +14,10 @@ from app.errors import ApiError, not_found
 from app.ranking import fused_ranking, ranking_uncertainty
 from app.services.lookups import owned_ranking
 from app.services.rankings import num_foreground, scored_items
-from models_registry.tables import TERMINAL_JOB, RankingJob
-from transferability.fusion import ResolvedFusion, resolve_fusion
+from app.services.calibrations import latest_calibration
+from models_registry.tables import TERMINAL_JOB, PilotSet, RankingJob
+from transferability.calibration import Calibration
+from transferability.fusion import DEFAULT_A, DEFAULT_B, ResolvedFusion, resolve_fusion
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -64,19 +66,43 @@ def _fusion(head: Any, overrides: dict[str, float | None]) -> ResolvedFusion:
     return resolve_fusion(head.fusion, **overrides)
 
 
-def _body_key(ranking_id: str, head: Any, partial: bool, fusion: ResolvedFusion, uncertainty: bool) -> tuple[Any, ...]:
+def _body_key(ranking_id: str, head: Any, partial: bool, fusion: ResolvedFusion, uncertainty: bool, gate: dict[str, Any]) -> tuple[Any, ...]:
     stamp = head.updated_at.isoformat() if head.updated_at else ""
-    return (ranking_id, stamp, head.status, partial, fusion.alpha, fusion.a, fusion.b, uncertainty)
+    return (ranking_id, stamp, head.status, partial, fusion.alpha, fusion.a, fusion.b, uncertainty, gate["source"], gate["calibration_id"])
+
+
+def _gate(head: Any, overrides: dict[str, float | None]) -> dict[str, Any]:
+    """Where the gate's parameters come from, without a calibration: the request, the ranking, or the defaults."""
+    if any(v is not None for v in overrides.values()):
+        return {"source": "request", "calibration_id": None}
+    resolved = resolve_fusion(head.fusion)
+    if resolved.alpha is not None or resolved.a != DEFAULT_A or resolved.b != DEFAULT_B:
+        return {"source": "ranking", "calibration_id": None}
+    return {"source": "default", "calibration_id": None}
 
 
 def cached_rank_body(
-    cache: RankCache, tenant: str, ranking_id: str, partial: bool, overrides: dict[str, float | None], uncertainty: bool = True
+    cache: RankCache, tenant: str, ranking_id: str, partial: bool, overrides: dict[str, float | None], uncertainty: bool = True,
+    fusion_mode: str = "ranking",
 ) -> bytes | None:
-    """The cached body of a finished ranking the tenant owns, without touching the database; None on a miss."""
+    """The cached body of a finished ranking the tenant owns, without touching the database; None on a
+    miss (always for `fusion=calibrated`, whose gate is the tenant's latest calibration, read each time)."""
     head = cache.head(ranking_id)
-    if head is None or head.tenant_id != tenant:
+    if head is None or head.tenant_id != tenant or fusion_mode != "ranking":
         return None
-    return cache.get(_body_key(ranking_id, head, partial, _fusion(head, overrides), uncertainty))
+    return cache.get(_body_key(ranking_id, head, partial, _fusion(head, overrides), uncertainty, _gate(head, overrides)))
+
+
+def _calibrated(session: Session, tenant: str, ranking_id: str, overrides: dict[str, float | None]) -> tuple[ResolvedFusion, dict[str, Any]]:
+    """The gate of the tenant's latest calibration at this ranking's K; 422 with overrides, 409 without a calibration."""
+    if any(v is not None for v in overrides.values()):
+        raise ApiError(422, "conflicting_fusion", "fusion=calibrated takes no alpha, a or b")
+    row = latest_calibration(session, tenant)
+    if row is None:
+        raise ApiError(409, "no_calibration", "no calibration yet: POST /v1/calibrations after evaluating some rankings")
+    k = session.scalar(select(PilotSet.num_foreground).join(RankingJob, RankingJob.pilot_set_id == PilotSet.id).where(RankingJob.id == ranking_id))
+    cal = Calibration.from_dict(row.params)
+    return ResolvedFusion(alpha=cal.alpha_for(int(k or 1)), a=cal.a, b=cal.b), {"source": "calibrated", "calibration_id": row.id}
 
 
 def _retry_later(status: str) -> dict[str, str] | None:
@@ -91,12 +117,15 @@ def rank_body(
     partial: bool,
     overrides: dict[str, float | None],
     uncertainty: bool = True,
+    fusion_mode: str = "ranking",
 ) -> bytes:
     """The serialized fused ranking (`RankOut`); finished rankings are served from the cache after one PK lookup.
 
     With `uncertainty`, the body carries the replicates fused into intervals, rank probabilities and
     `stable` (app.ranking.ranking_uncertainty). 409 while the ranking is incomplete (with Retry-After unless it has failed or been cancelled),
     unless `partial`, which ranks the models scored so far and lists the others in `missing`.
+    `fusion_mode` "calibrated" fuses with the tenant's latest calibration; `gate` in the body says
+    which gate was used.
     """
     with sessions() as session:
         head = session.execute(
@@ -107,8 +136,11 @@ def rank_body(
         status = head.status
         if status != "succeeded" and not partial:
             raise ApiError(409, "ranking_incomplete", f"ranking is {status}; retry later or pass partial=true", headers=_retry_later(status))
-        fusion = _fusion(head, overrides)
-        key = _body_key(ranking_id, head, partial, fusion, uncertainty)
+        if fusion_mode == "calibrated":
+            fusion, gate = _calibrated(session, tenant, ranking_id, overrides)
+        else:
+            fusion, gate = _fusion(head, overrides), _gate(head, overrides)
+        key = _body_key(ranking_id, head, partial, fusion, uncertainty, gate)
         if status in TERMINAL_JOB:
             cache.put_head(ranking_id, head)
             body = cache.get(key)
@@ -124,6 +156,7 @@ def rank_body(
             status=status,
             partial=status != "succeeded",
             missing=[it.model_id for it in job.items if it.model_id not in scores],
+            gate=gate,
         )
         if uncertainty:
             out["uncertainty"] = ranking_uncertainty(scores, out["K"], a=fusion.a, b=fusion.b, alpha=fusion.alpha)
