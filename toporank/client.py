@@ -6,6 +6,8 @@
         job = tr.wait(tr.rank(ps, [m]), progress=print)
         print(tr.rank_result(job).models)
         tr.report(job, "report.html")                          # one self-contained HTML page
+        conf = tr.wait_confirmation(tr.confirm(job, top_k=2, steps=250))   # fine-tune the top 2 by CV
+        print(conf.top1_confirmed, conf.evaluation)
 
 Every call returns the API's own response models (`app.schemas`); every API error raises
 `ApiError` with the response's `code` and `detail`.
@@ -24,7 +26,7 @@ from typing import Any, BinaryIO
 
 import httpx
 
-from app.schemas import EvaluationOut, ModelOut, PilotSetOut, RankingOut, RankOut
+from app.schemas import CalibrationOut, ConfirmationOut, EvaluationOut, ModelOut, PilotSetOut, RankingOut, RankOut
 
 TERMINAL = ("succeeded", "partial", "failed", "cancelled")
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz")
@@ -230,3 +232,44 @@ class Client:
         """Compare the ranking with fine-tuning results (`truth`: model or id -> Dice)."""
         body = {"truth": {_id(k): float(v) for k, v in truth.items()}}
         return EvaluationOut.model_validate(self._call("POST", f"/v1/rankings/{_id(ranking)}/evaluation", json=body))
+
+    # ------------------------------------------------------------------ confirmations, calibrations
+    def confirm(
+        self, ranking: Any, *, top_k: int | None = None, models: Iterable[Any] | None = None, steps: int = 120,
+        folds: int | None = None, seed: int = 0, finetune: Mapping[str, Any] | None = None,
+    ) -> ConfirmationOut:
+        """Fine-tune the ranking's top `top_k` models (or `models`) by cross-validation over its pilot cases."""
+        body: dict[str, Any] = {"steps": steps, "seed": seed}
+        if top_k is not None:
+            body["top_k"] = top_k
+        if models is not None:
+            body["models"] = [_id(m) for m in models]
+        if folds is not None:
+            body["folds"] = folds
+        if finetune:
+            body["finetune"] = dict(finetune)
+        return ConfirmationOut.model_validate(self._call("POST", f"/v1/rankings/{_id(ranking)}/confirmations", json=body))
+
+    def confirmation(self, confirmation: ConfirmationOut) -> ConfirmationOut:
+        url = f"/v1/rankings/{confirmation.ranking_id}/confirmations/{confirmation.id}"
+        return ConfirmationOut.model_validate(self._call("GET", url))
+
+    def wait_confirmation(
+        self, confirmation: ConfirmationOut, progress: Callable[[ConfirmationOut], None] | None = None, *,
+        poll_s: float = 1.0, timeout: float | None = None,
+    ) -> ConfirmationOut:
+        """Poll until the confirmation ends, calling `progress(conf)` after each poll; TimeoutError after `timeout` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            conf = self.confirmation(confirmation)
+            if progress is not None:
+                progress(conf)
+            if conf.status in TERMINAL:
+                return conf
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"confirmation {conf.id} still {conf.status} after {timeout} s")
+            time.sleep(poll_s)
+
+    def calibrate(self, kind: str = "auto") -> CalibrationOut:
+        """Fit the fusion gate on this tenant's evaluations (`POST /v1/calibrations`)."""
+        return CalibrationOut.model_validate(self._call("POST", "/v1/calibrations", json={"kind": kind}))

@@ -102,7 +102,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"[demo] service ready at {base} (log: {log_path}); what a user types from here:", flush=True)
         argv = ["rank", "--server", base, "--api-key", api_key, "--pilot", str(pilot_folder), "--name", "MNI152 grey/white matter",
                 "--config", json.dumps({"seed": args.seed}), *[f"--model={ckpt}={spec['catalog']}" for _, spec, ckpt in zoo],
-                "--report", str(data_dir / "report.html")]
+                "--report", str(data_dir / "report.html"), "--confirm", "2", "--confirm-steps", str(args.confirm_steps)]
         print(f"[demo] toporank {' '.join(argv[:3])} --api-key *** {' '.join(argv[5:])}", flush=True)
         parser = argparse.ArgumentParser(prog="toporank")
         rank_command.add_parser(parser.add_subparsers(dest="command"))
@@ -123,4 +123,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0, help="API port (default: a free one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rebuild", action="store_true", help="pretrain the demo zoo again even if one is there")
+    p.add_argument("--confirm-steps", type=int, default=40,
+                   help="fine-tuning steps per fold when confirming the top 2 (a demo budget; real confirmations use hundreds)")
     return run_demo(p.parse_args(list(argv or [])))

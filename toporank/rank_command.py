@@ -3,7 +3,9 @@
 Registers the checkpoints the server does not hold yet (matched by sha256 against your models and
 the shared zoo), uploads the pilot set (an nnU-Net / MSD folder is zipped on the fly), starts the
 ranking, shows a progress bar per model, prints the fused ordering with its 95% intervals and
-stability verdict, and saves the HTML report (`--report`). Needs only the client install (no torch).
+stability verdict, saves the HTML report (`--report`) and, with `--confirm K`, fine-tunes the top K
+models by cross-validation on the pilot set (a progress bar per model) and prints their held-out
+Dice, the top-1 verdict and the evaluation it records. Needs only the client install (no torch).
 """
 
 from __future__ import annotations
@@ -146,11 +148,56 @@ def run(args: argparse.Namespace) -> int:
             if args.report:
                 path = client.report(job, args.report, partial=job.status == "partial")
                 print(f"report: {path}")
+            if args.confirm:
+                confirm_top(client, job, args.confirm, args.confirm_steps)
     except ApiError as exc:
         raise SystemExit(f"toporank rank: {exc.code}: {exc.detail}") from None
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"toporank rank: {exc}") from None
     return 0
+
+
+def print_confirmation(conf: dict[str, Any], out: TextIO = sys.stdout) -> None:
+    """The confirmation's held-out Dice per model, the top-1 verdict and the evaluation's weighted tau."""
+    print(f"\nconfirmation {conf['id']} ({conf['status']}): {conf['n_folds']}-fold cross-validation, {conf['steps']} steps per fold",
+          file=out)
+    print(f"{'pred':>4}  {'model':<24} {'Dice mean':>9} {'± std':>7} {'folds':>5}", file=out)
+    for m in conf["models"]:
+        print(f"{m['predicted_rank'] or '-':>4}  {str(m['name'] or m['model_id'])[:24]:<24} {_fmt(m['dice_mean'])} "
+              f"{_fmt(m['dice_std'], 7)} {m['n_folds_done']:>2}/{conf['n_folds']:<2}", file=out)
+    verdict = conf["top1_confirmed"]
+    if verdict is None:
+        print(f"top-1: not judged ({conf['top1_note']})", file=out)
+    else:
+        print(f"top-1: {'confirmed' if verdict else 'NOT confirmed'} (predicted top within one standard error of the best: "
+              f"{'yes' if verdict else 'no'})", file=out)
+    ev = conf.get("evaluation")
+    if ev:
+        print(f"evaluation {ev['id']}: fused weighted tau {_fmt(ev['metrics'].get('fused', {}).get('weighted_tau')).strip()} "
+              f"over {ev['n_models']} models", file=out)
+    elif conf.get("note"):
+        print(f"no evaluation: {conf['note']}", file=out)
+
+
+def confirm_top(client: Client, job: Any, top_k: int, steps: int) -> None:
+    """Fine-tune the ranking's top `top_k` models with a progress bar per model, then print the result."""
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    conf = client.confirm(job, top_k=top_k, steps=steps)
+    cost = conf.expected_cost.get("seconds")
+    _say(f"confirmation {conf.id}: fine-tuning the top {top_k} on {conf.n_folds} folds"
+         + (f" (expected {cost:.0f} s of worker time)" if cost else ""))
+    with Progress(TextColumn("{task.description:<28}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%  {task.fields[state]}"),
+                  transient=False, console=None) as bars:
+        tasks = {m.model_id: bars.add_task(str(m.name or m.model_id)[:28], total=100, state=m.status) for m in conf.models}
+
+        def show(c: Any) -> None:
+            for m in c.models:
+                done = sum(f.status == "succeeded" for f in m.folds)
+                bars.update(tasks[m.model_id], completed=100 * m.progress, state=f"{m.status} {done}/{c.n_folds} folds")
+
+        conf = client.wait_confirmation(conf, progress=show)
+    print_confirmation(conf.model_dump())
 
 
 def add_parser(sub: Any) -> None:
@@ -164,4 +211,6 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--shared", action="append", metavar="NAME", help="a model of the shared zoo, by name")
     p.add_argument("--config", help="scoring config overrides as JSON, e.g. '{\"n_samples\": 2048}'")
     p.add_argument("--report", metavar="OUT.html", help="also save the ranking's self-contained HTML report here")
+    p.add_argument("--confirm", type=int, metavar="K", help="then fine-tune the top K models by cross-validation on the pilot set")
+    p.add_argument("--confirm-steps", type=int, default=120, metavar="N", help="optimiser steps per fold of --confirm (default 120)")
     p.set_defaults(func=run)

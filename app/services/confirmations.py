@@ -76,6 +76,14 @@ def _chosen_models(body: ConfirmationIn, order: list[str]) -> list[str]:
     return order[:k]
 
 
+def transfer_recipe(steps: int) -> dict[str, Any]:
+    """Defaults a confirmation adds to FinetuneConfig's: the validation benchmark's truth protocol
+    (bench/validation/profiles.TRANSFER_FINETUNE: the first half of the steps with the encoder frozen,
+    then the encoder at a tenth of the rate; decisions.md "Fine-tuning"), and the worker's own torch
+    threads (`threads` None) instead of one."""
+    return {"encoder_warmup_steps": steps // 2, "encoder_lr_scale": 0.1, "threads": None}
+
+
 def _finetune_config(body: ConfirmationIn, settings: Settings) -> FinetuneConfig:
     if body.steps > settings.max_finetune_steps:
         raise ApiError(422, "steps_over_cap", f"steps {body.steps} is above this deployment's cap of {settings.max_finetune_steps}")
@@ -84,7 +92,7 @@ def _finetune_config(body: ConfirmationIn, settings: Settings) -> FinetuneConfig
         if key in overrides:
             raise ApiError(422, "invalid_finetune_config", f"set {key} at the top level of the request, not in finetune")
     try:
-        return FinetuneConfig.from_dict({"threads": None, **overrides, "steps": body.steps, "seed": body.seed})
+        return FinetuneConfig.from_dict({**transfer_recipe(body.steps), **overrides, "steps": body.steps, "seed": body.seed})
     except (ValueError, TypeError) as exc:
         raise ApiError(422, "invalid_finetune_config", str(exc)) from exc
 

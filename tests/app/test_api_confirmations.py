@@ -70,6 +70,8 @@ def test_top_k_queues_one_unit_per_model_and_fold(api, ranked, dispatcher, sessi
     assert [m["predicted_rank"] for m in body["models"]] == [1, 2] and body["predicted_top"] == ranked["order"][0]
     assert body["n_folds"] == 2 and sorted(len(f) for f in body["fold_plan"]) == [1, 1]  # 2 cases: leave-one-out
     assert body["status"] == "queued" and body["steps"] == 5 and body["seed"] == 0
+    # the benchmark truth's transfer recipe: encoder frozen for half the steps, then at a tenth of the rate
+    assert body["finetune"]["encoder_warmup_steps"] == 2 and body["finetune"]["encoder_lr_scale"] == 0.1
     assert all(len(m["folds"]) == 2 and m["dice_mean"] is None for m in body["models"])
     with sessions() as s:
         units = s.get(Confirmation, body["id"]).items

@@ -36,12 +36,16 @@ def test_one_command_ranks_checkpoints_on_a_folder(stack, checkpoints, tmp_path)
     env = {"TOPORANK_SERVER": stack.url, "TOPORANK_API_KEY": stack.keys["a"]}
     config = ("--config", '{"n_samples": 256, "n_anchors": 32}')
     report = tmp_path / "report.html"
-    first = _rank("--pilot", str(folder), *models, *config, "--report", str(report), env_extra=env)
+    first = _rank("--pilot", str(folder), *models, *config, "--report", str(report), "--confirm", "2", "--confirm-steps", "3",
+                  env_extra=env)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert "3-fold cross-validation, 3 steps per fold" in first.stdout and "top-1: " in first.stdout
+    assert "evaluation ev_" in first.stdout and "fused weighted tau" in first.stdout
+    assert "fine-tuning the top 2 on 3 folds" in first.stderr
     assert f"report: {report}" in first.stdout and report.read_text().count('<figure data-figure="') == 4
     assert first.stderr.count("registering and waiting for validation") == 2  # named after their folders: m0, m1
     assert "pilot set ps_" in first.stderr and "3 cases, K = 2" in first.stderr
-    table = first.stdout.splitlines()
+    table = first.stdout.split("confirmation cf_")[0].splitlines()
     ranked = [line.split()[1] for line in table if line.lstrip()[:1].isdigit()]
     assert sorted(ranked) == ["m0", "m1"] and "succeeded" in first.stdout
     assert "fused 95%" in first.stdout and "stable: the top model ranks first in" in first.stdout  # 200 halves of 3 cases

@@ -16,13 +16,21 @@ from sqlalchemy import select, text
 from app.recovery import requeue_unfinished
 from models_registry.db import make_engine
 from models_registry.jobs import refresh_job
-from models_registry.tables import Confirmation, ConfirmationItem, FinetuneRecord, Model, RankingJob
+from models_registry.tables import (
+    Confirmation,
+    ConfirmationItem,
+    Evaluation,
+    FinetuneRecord,
+    RankingJob,
+)
 from tests.integration.ckpt_builder import SPEC, build_checkpoint
 from tests.utils.archives import nnunet_files, write_zip
 from tests.utils.factories import score_row
+from transferability.evaluation import weighted_tau
+from transferability.fusion import fuse
 from worker.tasks import WorkerContext, finetune_item_impl, validate_model_impl
 
-TINY = {"patch": [16, 16, 16], "batch_size": 1}
+TINY = {"patch": [16, 16, 16], "batch_size": 1, "threads": 1}
 STEPS = 3
 # (grtd, lbtc) per model, in registration order: model 1 fuses first, model 0 second, model 2 last
 SCORES = [(-0.20, 0.80), (-0.05, 0.90), (-0.60, 0.30)]
@@ -139,12 +147,24 @@ def test_folds_fine_tune_for_real_and_the_last_records_the_evaluation(api, world
         assert m["dice_std"] is not None and math.isfinite(m["dice_std"])
         assert m["dice_se"] == pytest.approx(m["dice_std"] / math.sqrt(3))
         assert all(f["stage"] == "done" and f["progress"] == 1.0 and f["n_test"] == 1 for f in m["folds"])
-    assert isinstance(done["top1_confirmed"], bool) and done["best_model"] in top2
+    assert isinstance(done["top1_confirmed"], bool)
     ev = done["evaluation"]
     assert ev is not None and ev["n_models"] == 2 and done["note"] is None
     assert {"fused", "grtd", "lbtc"} <= set(ev["metrics"])
     for name in ("fused", "grtd", "lbtc"):
         assert set(ev["metrics"][name]) >= {"weighted_tau", "kendall_tau", "spearman", "top1_regret"}
+        assert math.isfinite(ev["metrics"][name]["weighted_tau"])
+    assert {"logme", "gbc"} <= set(ev["metrics"])  # the stored baselines are evaluated too
+    truth = {m["model_id"]: m["dice_mean"] for m in done["models"]}
+    fused = fuse({m: SCORES[world["models"].index(m)] for m in top2}, 2)
+    expected = weighted_tau([f.score for f in fused.models], [truth[f.model_id] for f in fused.models])
+    assert ev["metrics"]["fused"]["weighted_tau"] == pytest.approx(expected)
+    with sessions() as s:
+        row = s.get(Evaluation, ev["id"])
+        assert row.source == "confirmation" and row.confirmation_id == cid and row.truth == pytest.approx(truth)
+    best = max(done["models"], key=lambda m: m["dice_mean"])
+    assert done["best_model"] == best["model_id"]
+    assert done["top1_confirmed"] is (truth[top2[0]] >= best["dice_mean"] - best["dice_se"])
 
     # a duplicate delivery of a finished fold is a no-op
     assert finetune_item_impl(world["ctx"], sent[0]) == "succeeded"
@@ -257,3 +277,33 @@ def test_requeue_unfinished_resends_confirmation_folds(api, world, sessions, dis
     # the re-sent fold that had started once runs again from attempt 2
     assert finetune_item_impl(world["ctx"], u1[1][0]) == "succeeded"
     assert units(sessions, c1["id"])[1][3:5] == ("succeeded", 2)
+
+
+
+@pytest.mark.xfail(strict=True, reason="product bug: app.services.models.delete_model refreshes the model's rankings but not its "
+                   "confirmations, so one whose last unfinished folds belonged to the deleted model stays `running` forever")
+def test_deleting_a_model_with_queued_folds_lets_the_confirmation_finish(api, world, sessions, dispatcher):
+    """The model of a confirmation's last unfinished folds is deleted: its folds go (cascade) and
+    the other model's have all finished, so the confirmation has finished too (with a note: one
+    model left, no evaluation)."""
+    ctx = world["ctx"]
+    body = confirm(api, world, top_k=2, seed=6)
+    top, second = (m["model_id"] for m in body["models"])
+    us = units(sessions, body["id"])
+    with sessions() as s:  # the top model's folds stored by an earlier delivery: the worker reuses them, no fine-tuning
+        for uid, model, fold, *_ in us:
+            if model == top:
+                key = s.get(ConfirmationItem, uid).key_hash
+                s.add(FinetuneRecord(pilot_set_id=world["ps"], model_id=top, key_hash=key, device="cpu", fold=fold,
+                                     dice=0.5, per_class={"1": 0.5, "2": 0.5}, result={"dice": 0.5}, code_version="1"))
+        s.commit()
+    assert [finetune_item_impl(ctx, uid) for uid, model, *_ in us if model == top] == ["succeeded"] * 3
+    assert get(api, world, body["id"])["status"] == "running"
+    assert api.delete(f"/v1/models/{second}", headers=world["h"]).status_code == 204
+    assert [finetune_item_impl(ctx, uid) for uid, model, *_ in us if model == second] == ["gone"] * 3  # late messages
+    dispatcher.finetuned.clear()
+    assert requeue_unfinished(sessions, dispatcher)["finetunes"] == 0  # nothing left to run: nothing will refresh it
+    after = get(api, world, body["id"])
+    # observed: status "running", progress 0.5, finished_at None, note None -- for ever
+    assert after["status"] != "running" and after["finished_at"] is not None
+    assert after["evaluation"] is None and "1 model(s)" in (after["note"] or "")
