@@ -19,8 +19,9 @@ from app.serialize import model_dict
 from app.upload import MultipartResult, UploadedFile
 from models_registry.catalog import resolve_spec
 from models_registry.jobs import refresh_job
+from models_registry.confirmations import refresh_confirmation
 from models_registry.specs import ModelSpec
-from models_registry.tables import Model, RankingItem, new_id
+from models_registry.tables import ConfirmationItem, Model, RankingItem, new_id
 
 if TYPE_CHECKING:
     from app.context import AppContext
@@ -118,15 +119,20 @@ async def wait_for_validation(ctx: AppContext, model_id: str, wait: float) -> di
 
 
 def delete_model(ctx: AppContext, session: Session, m: Model) -> None:
-    """Delete a tenant's model, its scores (cascade) and its file, and refresh the rankings it was in."""
+    """Delete a tenant's model, its scores and fine-tunes (cascade) and its file, and refresh the
+    rankings and confirmations it was in (a confirmation whose last unfinished folds were this
+    model's then finishes)."""
     if m.tenant_id is None:
         raise ApiError(403, "shared_model_readonly", "shared zoo models cannot be deleted through the API")
     jobs = session.scalars(select(RankingItem.ranking_id).where(RankingItem.model_id == m.id)).all()
+    confirmations = session.scalars(select(ConfirmationItem.confirmation_id).where(ConfirmationItem.model_id == m.id)).all()
     path = m.checkpoint_path
     session.delete(m)
     session.flush()
     for job_id in set(jobs):
         refresh_job(session, job_id)
+    for conf_id in set(confirmations):
+        refresh_confirmation(session, conf_id)
     session.commit()
     ctx.rank_cache.clear()
     ctx.storage.remove(ctx.storage.resolve(path).parent)

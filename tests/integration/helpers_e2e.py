@@ -47,6 +47,21 @@ def poll(c: httpx.Client, ranking_id: str, timeout: float = 240, until=TERMINAL,
     raise AssertionError(f"ranking {ranking_id} still {body['status']} after {timeout}s: {body}")
 
 
+def poll_confirmation(c: httpx.Client, ranking_id: str, confirmation_id: str, timeout: float = 300, seen: list | None = None) -> dict[str, Any]:  # type: ignore[type-arg]
+    """GET the confirmation every 0.1 s until it has finished (`seen` collects every answer)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = c.get(f"/v1/rankings/{ranking_id}/confirmations/{confirmation_id}")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        if seen is not None:
+            seen.append(body)
+        if body["status"] in TERMINAL:
+            return body
+        time.sleep(0.1)
+    raise AssertionError(f"confirmation {confirmation_id} still {body['status']} after {timeout}s: {body}")
+
+
 def wait_item_running(c: httpx.Client, ranking_id: str, timeout: float = 120) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

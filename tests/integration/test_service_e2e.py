@@ -3,11 +3,12 @@ embedded default (SQLite + filesystem broker) and on PostgreSQL + Redis."""
 
 from __future__ import annotations
 
+import math
 import signal
 
 import pytest
 
-from helpers_e2e import SMALL, poll, register, upload_pilot, wait_item_running
+from helpers_e2e import SMALL, poll, poll_confirmation, register, upload_pilot, wait_item_running
 from transferability.fusion import fuse
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -65,6 +66,48 @@ def test_ranking_end_to_end_with_reuse_and_evaluation(stack, world):
     other = stack.client("b")
     assert other.get(f"/v1/rankings/{rid}").status_code == 404
     assert other.get("/v1/rank", params={"ranking_id": rid}).status_code == 404
+
+
+def test_confirmation_fine_tunes_the_top_models_and_evaluates_the_ranking(stack, world):
+    c = stack.client()
+    ids = [m["id"] for m in world["models"]]
+    rid = c.post("/v1/rankings", json={"pilot_set_id": world["ps"]["id"], "model_ids": ids, "config": SMALL}).json()["id"]
+    ranked = poll(c, rid)
+    assert ranked["status"] == "succeeded", ranked
+    body = {"top_k": 2, "steps": 3, "finetune": {"patch": [16, 16, 16], "batch_size": 1}}
+    r = c.post(f"/v1/rankings/{rid}/confirmations", json=body)
+    assert r.status_code == 202, r.text
+    first = r.json()
+    cid = first["id"]
+    assert first["status"] == "queued" and first["n_folds"] == 3  # 3 pilot cases: leave-one-out
+    assert r.headers["Location"] == f"/v1/rankings/{rid}/confirmations/{cid}"
+    top2 = [m["model_id"] for m in first["models"]]
+    expected = fuse({it["model_id"]: (it["grtd"], it["lbtc"]) for it in ranked["items"]}, 2)
+    assert top2 == [m.model_id for m in expected.models][:2] and first["predicted_top"] == top2[0]
+    seen: list = []
+    done = poll_confirmation(c, rid, cid, seen=seen)
+    assert done["status"] == "succeeded", (done, stack.log("worker")[-3000:])
+    assert any(snap["status"] == "running" for snap in seen), "no progress seen"
+    assert done["progress"] == 1.0 and done["finished_at"] and done["steps"] == 3
+    for m in done["models"]:
+        assert m["status"] == "succeeded" and m["n_folds_done"] == done["n_folds"] == 3
+        assert math.isfinite(m["dice_mean"]) and 0.0 <= m["dice_mean"] <= 1.0
+        assert m["dice_se"] is not None and math.isfinite(m["dice_se"])
+        for f in m["folds"]:
+            assert f["status"] == "succeeded" and f["attempts"] == 1 and not f["reused"]
+            assert 0.0 <= f["dice"] <= 1.0 and set(f["per_class"]) == {"1", "2"}
+    assert isinstance(done["top1_confirmed"], bool)
+    ev = done["evaluation"]
+    assert ev is not None and ev["n_models"] == 2 and {"fused", "grtd", "lbtc"} <= set(ev["metrics"])
+    assert math.isfinite(ev["metrics"]["fused"]["weighted_tau"])
+    # the same request again: every fold reused at once
+    again = c.post(f"/v1/rankings/{rid}/confirmations", json=body).json()
+    assert again["status"] == "succeeded" and all(f["reused"] for m in again["models"] for f in m["folds"])
+    assert [m["dice_mean"] for m in again["models"]] == [m["dice_mean"] for m in done["models"]]
+    other = stack.client("b")
+    assert other.get(f"/v1/rankings/{rid}/confirmations/{cid}").status_code == 404
+    assert other.post(f"/v1/rankings/{rid}/confirmations", json=body).status_code == 404
+    assert other.post(f"/v1/rankings/{rid}/confirmations/{cid}/cancel").status_code == 404
 
 
 def test_worker_killed_mid_task_job_still_completes(stack, world):

@@ -93,7 +93,7 @@ def test_requeue_unfinished_at_startup(job, sessions, dispatcher):
     dispatcher.scored.clear()
     dispatcher.validated.clear()
     counts = requeue_unfinished(sessions, dispatcher)
-    assert counts == {"items": 2, "models": 2, "cancelled": 0}
+    assert counts == {"items": 2, "models": 2, "finetunes": 0, "cancelled": 0}
     assert sorted(dispatcher.scored) == sorted(ids) and sorted(dispatcher.validated) == sorted(job["mids"])
     assert [i[1] for i in _items(sessions, job["rid"])] == ["queued", "queued"]
 
