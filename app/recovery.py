@@ -8,6 +8,8 @@ model still `validating` is sent again; tasks are idempotent, so a message that 
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,41 +19,32 @@ from models_registry.jobs import refresh_job
 from models_registry.tables import Confirmation, ConfirmationItem, Model, RankingItem, RankingJob
 
 
+def _reopen(s: Session, item_cls: type, parent_cls: type, parent_key: Any, refresh: Any) -> tuple[list[str], int]:
+    """Mark the unfinished units of `item_cls` queued again (or cancelled when their parent was) and
+    refresh their parents; return the ids to re-send and how many were cancelled."""
+    rows = s.execute(
+        select(item_cls, parent_cls.cancel_requested).join(parent_cls, parent_cls.id == parent_key)
+        .where(item_cls.status.in_(("queued", "running")))
+    ).all()
+    again, cancelled = [], 0
+    for unit, cancel in rows:
+        if cancel:
+            unit.status = "cancelled"
+            cancelled += 1
+        else:
+            unit.status, unit.stage = "queued", None
+            again.append(unit.id)
+    s.flush()
+    for parent_id in {getattr(unit, parent_key.key) for unit, _ in rows}:
+        refresh(s, parent_id)
+    return again, cancelled
+
+
 def requeue_unfinished(sessions: sessionmaker[Session], dispatcher: Dispatcher) -> dict[str, int]:
     with sessions() as s:
-        rows = s.execute(
-            select(RankingItem, RankingJob.cancel_requested)
-            .join(RankingJob, RankingJob.id == RankingItem.ranking_id)
-            .where(RankingItem.status.in_(("queued", "running")))
-        ).all()
-        items, cancelled = [], 0
-        for item, cancel in rows:
-            if cancel:
-                item.status = "cancelled"
-                cancelled += 1
-            else:
-                item.status, item.stage = "queued", None
-                items.append(item.id)
-        for job_id in {item.ranking_id for item, _ in rows}:
-            s.flush()
-            refresh_job(s, job_id)
+        items, cancelled_items = _reopen(s, RankingItem, RankingJob, RankingItem.ranking_id, refresh_job)
+        folds, cancelled_folds = _reopen(s, ConfirmationItem, Confirmation, ConfirmationItem.confirmation_id, refresh_confirmation)
         models = list(s.scalars(select(Model.id).where(Model.status == "validating")))
-        units = s.execute(
-            select(ConfirmationItem, Confirmation.cancel_requested)
-            .join(Confirmation, Confirmation.id == ConfirmationItem.confirmation_id)
-            .where(ConfirmationItem.status.in_(("queued", "running")))
-        ).all()
-        folds = []
-        for unit, cancel in units:
-            if cancel:
-                unit.status = "cancelled"
-                cancelled += 1
-            else:
-                unit.status, unit.stage = "queued", None
-                folds.append(unit.id)
-        for conf_id in {unit.confirmation_id for unit, _ in units}:
-            s.flush()
-            refresh_confirmation(s, conf_id)
         s.commit()
     for item_id in items:
         dispatcher.score_item(item_id)
@@ -59,4 +52,4 @@ def requeue_unfinished(sessions: sessionmaker[Session], dispatcher: Dispatcher) 
         dispatcher.validate_model(model_id)
     for unit_id in folds:
         dispatcher.finetune_item(unit_id)
-    return {"items": len(items), "models": len(models), "finetunes": len(folds), "cancelled": cancelled}
+    return {"items": len(items), "models": len(models), "finetunes": len(folds), "cancelled": cancelled_items + cancelled_folds}

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from models_registry.jobs import derive_status
+from models_registry.jobs import refresh_parent
 from models_registry.tables import (
     Confirmation,
     ConfirmationItem,
@@ -29,7 +29,6 @@ from models_registry.tables import (
     PilotSet,
     RankingItem,
     RankingJob,
-    utcnow,
 )
 from transferability.evaluation import evaluate_scores
 from transferability.fusion import resolve_fusion
@@ -115,17 +114,11 @@ def store_record(session: Session, **fields: Any) -> FinetuneRecord:
 def refresh_confirmation(session: Session, confirmation_id: str) -> Confirmation | None:
     """Recompute and store the confirmation's status from its items (call after any item change);
     once it has finished, record its evaluation (`finalize_confirmation`)."""
-    session.flush()
-    conf = session.get(Confirmation, confirmation_id, with_for_update=session.bind.dialect.name == "postgresql")  # type: ignore[union-attr]
+    conf = refresh_parent(
+        session, Confirmation, confirmation_id, select(ConfirmationItem.status).where(ConfirmationItem.confirmation_id == confirmation_id)
+    )
     if conf is None:
         return None
-    statuses = session.scalars(select(ConfirmationItem.status).where(ConfirmationItem.confirmation_id == confirmation_id)).all()
-    status = derive_status(statuses, conf.cancel_requested)
-    if status != conf.status:
-        conf.status = status
-        if status in ("succeeded", "partial", "failed", "cancelled") and conf.finished_at is None:
-            conf.finished_at = utcnow()
-    conf.updated_at = utcnow()
     if conf.finished_at is not None:
         finalize_confirmation(session, conf)
     return conf

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models_registry.tables import TERMINAL_ITEM, RankingItem, RankingJob, utcnow
+
+T = TypeVar("T")
 
 
 def derive_status(item_statuses: Iterable[str], cancel_requested: bool) -> str:
@@ -29,17 +32,23 @@ def derive_status(item_statuses: Iterable[str], cancel_requested: bool) -> str:
     return "running"
 
 
+def refresh_parent(session: Session, parent_cls: type[T], parent_id: str, status_of_items: Any) -> T | None:
+    """Lock (on PostgreSQL) and reload a parent row (a ranking, a confirmation), derive its status
+    from `status_of_items` (a select of its items' statuses) and store it, with `finished_at` on
+    reaching a terminal status and `updated_at` always."""
+    session.flush()
+    parent = session.get(parent_cls, parent_id, with_for_update=session.bind.dialect.name == "postgresql")  # type: ignore[union-attr]
+    if parent is None:
+        return None
+    status = derive_status(session.scalars(status_of_items).all(), parent.cancel_requested)  # type: ignore[attr-defined]
+    if status != parent.status:  # type: ignore[attr-defined]
+        parent.status = status  # type: ignore[attr-defined]
+        if status in ("succeeded", "partial", "failed", "cancelled") and parent.finished_at is None:  # type: ignore[attr-defined]
+            parent.finished_at = utcnow()  # type: ignore[attr-defined]
+    parent.updated_at = utcnow()  # type: ignore[attr-defined]
+    return parent
+
+
 def refresh_job(session: Session, job_id: str) -> RankingJob | None:
     """Recompute and store the job's status from its items (call after any item change)."""
-    session.flush()
-    job = session.get(RankingJob, job_id, with_for_update=session.bind.dialect.name == "postgresql")  # type: ignore[union-attr]
-    if job is None:
-        return None
-    statuses = session.scalars(select(RankingItem.status).where(RankingItem.ranking_id == job_id)).all()
-    status = derive_status(statuses, job.cancel_requested)
-    if status != job.status:
-        job.status = status
-        if status in ("succeeded", "partial", "failed", "cancelled") and job.finished_at is None:
-            job.finished_at = utcnow()
-    job.updated_at = utcnow()
-    return job
+    return refresh_parent(session, RankingJob, job_id, select(RankingItem.status).where(RankingItem.ranking_id == job_id))

@@ -95,6 +95,20 @@ def _id(obj: Any) -> str:
     return str(obj.id)
 
 
+def _poll(fetch: Callable[[], Any], progress: Callable[[Any], None] | None, poll_s: float, timeout: float | None, what: str) -> Any:
+    """`fetch()` every `poll_s` s until its `status` is terminal, calling `progress` after each fetch."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        obj = fetch()
+        if progress is not None:
+            progress(obj)
+        if obj.status in TERMINAL:
+            return obj
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"{what} {obj.id} still {obj.status} after {timeout} s")
+        time.sleep(poll_s)
+
+
 class Client:
     """The API at `base_url`, as the tenant of `api_key`."""
 
@@ -202,16 +216,7 @@ class Client:
         timeout: float | None = None,
     ) -> RankingOut:
         """Poll until the ranking ends, calling `progress(job)` after each poll; TimeoutError after `timeout` s."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            job = self.ranking(ranking)
-            if progress is not None:
-                progress(job)
-            if job.status in TERMINAL:
-                return job
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"ranking {job.id} still {job.status} after {timeout} s")
-            time.sleep(poll_s)
+        return _poll(lambda: self.ranking(ranking), progress, poll_s, timeout, "ranking")
 
     def rank_result(self, ranking: Any, *, partial: bool = False, uncertainty: bool = True) -> RankOut:
         """The fused ordering (`GET /v1/rank`); `partial=True` ranks the models scored so far.
@@ -259,16 +264,7 @@ class Client:
         poll_s: float = 1.0, timeout: float | None = None,
     ) -> ConfirmationOut:
         """Poll until the confirmation ends, calling `progress(conf)` after each poll; TimeoutError after `timeout` s."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            conf = self.confirmation(confirmation)
-            if progress is not None:
-                progress(conf)
-            if conf.status in TERMINAL:
-                return conf
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"confirmation {conf.id} still {conf.status} after {timeout} s")
-            time.sleep(poll_s)
+        return _poll(lambda: self.confirmation(confirmation), progress, poll_s, timeout, "confirmation")
 
     def calibrate(self, kind: str = "auto") -> CalibrationOut:
         """Fit the fusion gate on this tenant's evaluations (`POST /v1/calibrations`)."""

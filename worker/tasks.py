@@ -437,47 +437,30 @@ def validate_model(model_id: str) -> str:
     return validate_model_impl(worker_context(), model_id)
 
 
-def _fail_unfinished(ctx: WorkerContext, item_id: str, exc: BaseException) -> None:
-    """Best effort: an item whose task crashed must not stay `running` forever."""
+def _run_unit(ctx: WorkerContext, unit_id: str, impl: Callable[[WorkerContext, str], str], cls: type,
+              finish: Callable[..., None]) -> str:
+    """Run a unit task body; if it crashes, fail the unit (best effort: it must not stay `running`
+    forever) and re-raise. An unreachable database is re-raised untouched: the task is retried later."""
     try:
-        with ctx.sessions() as s:
-            item = s.get(RankingItem, item_id)
-            if item is not None and item.status not in TERMINAL_ITEM:
-                _finish_item(s, item, "failed", error_code="internal_error", error_detail=type(exc).__name__)
-    except Exception:  # noqa: BLE001
-        log.exception("could not record the failure of item %s", item_id)
+        return impl(ctx, unit_id)
+    except OperationalError:
+        raise
+    except Exception as exc:
+        try:
+            with ctx.sessions() as s:
+                unit = s.get(cls, unit_id)
+                if unit is not None and unit.status not in TERMINAL_ITEM:
+                    finish(s, unit, "failed", error_code="internal_error", error_detail=type(exc).__name__)
+        except Exception:  # noqa: BLE001
+            log.exception("could not record the failure of %s", unit_id)
+        raise
 
 
 @app.task(name="toporank.score_item", acks_late=True, reject_on_worker_lost=True, **_DB_RETRY)
 def score_item(item_id: str) -> str:
-    ctx = worker_context()
-    try:
-        return score_item_impl(ctx, item_id)
-    except OperationalError:
-        raise  # the database is away: retried later (_DB_RETRY), the item is not failed
-    except Exception as exc:
-        _fail_unfinished(ctx, item_id, exc)
-        raise
-
-
-def _fail_unfinished_unit(ctx: WorkerContext, unit_id: str, exc: BaseException) -> None:
-    """Best effort: a fold whose task crashed must not stay `running` forever."""
-    try:
-        with ctx.sessions() as s:
-            unit = s.get(ConfirmationItem, unit_id)
-            if unit is not None and unit.status not in TERMINAL_ITEM:
-                _finish_unit(s, unit, "failed", error_code="internal_error", error_detail=type(exc).__name__)
-    except Exception:  # noqa: BLE001
-        log.exception("could not record the failure of fold %s", unit_id)
+    return _run_unit(worker_context(), item_id, score_item_impl, RankingItem, _finish_item)
 
 
 @app.task(name="toporank.finetune_item", acks_late=True, reject_on_worker_lost=True, **_DB_RETRY)
 def finetune_item(unit_id: str) -> str:
-    ctx = worker_context()
-    try:
-        return finetune_item_impl(ctx, unit_id)
-    except OperationalError:
-        raise  # the database is away: retried later (_DB_RETRY), the fold is not failed
-    except Exception as exc:
-        _fail_unfinished_unit(ctx, unit_id, exc)
-        raise
+    return _run_unit(worker_context(), unit_id, finetune_item_impl, ConfirmationItem, _finish_unit)
