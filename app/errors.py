@@ -6,6 +6,7 @@ client's own archive) or per-field problems of a request body (`{field, problem}
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from typing import Any
@@ -83,35 +84,43 @@ def allowed_methods(request: Request) -> list[str]:
 _HTTP_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"}
 
 
+class ErrorResponse(JSONResponse):
+    """An error body as ASCII JSON: an error may quote the client's own strings back (a model id),
+    and one holding a lone surrogate cannot be encoded as UTF-8, which would turn a 404 into a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+    async def _api_error(_request: Request, exc: ApiError) -> ErrorResponse:
+        return ErrorResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(_request: Request, exc: RequestValidationError) -> ErrorResponse:
         errors = [
             {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"), "problem": err.get("msg", "")}
             for err in exc.errors()
         ]
         body = {"code": "validation_error", "detail": "request failed validation", "errors": errors}
-        return JSONResponse(body, status_code=422)
+        return ErrorResponse(body, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> ErrorResponse:
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         headers = dict(exc.headers or {})
         if exc.status_code == 405:
             headers["Allow"] = ", ".join(allowed_methods(request))
-        return JSONResponse({"code": code, "detail": str(exc.detail)}, status_code=exc.status_code, headers=headers or None)
+        return ErrorResponse({"code": code, "detail": str(exc.detail)}, status_code=exc.status_code, headers=headers or None)
 
     @app.exception_handler(OperationalError)
-    async def _database_down(_request: Request, exc: OperationalError) -> JSONResponse:
+    async def _database_down(_request: Request, exc: OperationalError) -> ErrorResponse:
         # the registry database is restarting or unreachable: a retryable 503, never a traceback
         log.warning("registry database unreachable: %s", type(exc.orig).__name__ if exc.orig is not None else type(exc).__name__)
-        return JSONResponse({"code": "database_unavailable", "detail": "the registry database is unreachable; retry shortly"},
+        return ErrorResponse({"code": "database_unavailable", "detail": "the registry database is unreachable; retry shortly"},
                             status_code=503, headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)})
 
     @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, _exc: Exception) -> JSONResponse:
-        return JSONResponse({"code": "internal_error", "detail": "internal server error"}, status_code=500)
+    async def _unexpected(_request: Request, _exc: Exception) -> ErrorResponse:
+        return ErrorResponse({"code": "internal_error", "detail": "internal server error"}, status_code=500)

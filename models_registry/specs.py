@@ -161,6 +161,19 @@ class ModelSpec(_Strict):
     allow_trainer_mismatch: bool = False
     description: str | None = None
 
+    @field_validator("name", "catalog", "ssl_method", "description", "checkpoint_key")
+    @classmethod
+    def _printable(cls, v: str | None) -> str | None:
+        """Names are stored and shown: no control characters (PostgreSQL refuses NUL outright)."""
+        if v is not None and not all(ch.isprintable() or ch in "\t\n" for ch in v):
+            raise ValueError("must not contain control characters")
+        if v is not None:
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValueError("must be valid Unicode text (no lone surrogates)") from exc
+        return v
+
     @model_validator(mode="after")
     def _per_format(self) -> "ModelSpec":
         fmt = self.format

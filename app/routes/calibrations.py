@@ -14,7 +14,7 @@ from app.services import calibrations as service
 from models_registry.tables import CalibrationRecord
 
 router = APIRouter(prefix="/v1", tags=["calibrations"])
-_ERR = error_responses(401, 422, 429, 503)
+_ERR = error_responses(401, 409, 422, 429, 503)
 
 
 @router.post(

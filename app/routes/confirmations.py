@@ -19,7 +19,10 @@ _ERR = error_responses(401, 404, 409, 422, 429, 503)
     "/rankings/{ranking_id}/confirmations",
     status_code=202,
     response_model=ConfirmationOut,
-    responses={**_ERR, **error_responses(400)},
+    responses={**_ERR, **error_responses(400), 202: {"links": {
+        op: {"operationId": op, "parameters": {"ranking_id": "$response.body#/ranking_id", "confirmation_id": "$response.body#/id"}}
+        for op in ("get_confirmation", "cancel_confirmation")
+    }}},
     summary="Confirm a ranking by fine-tuning its top models",
     description=(
         "Fine-tunes `top_k` (default 2) of the ranking's models, or the listed `models`, by F-fold cross-validation "

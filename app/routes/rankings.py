@@ -11,7 +11,7 @@ from sqlalchemy.orm import selectinload
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import Ctx, Db, OwnedRanking, TenantId
-from app.openapi_doc import error_responses, links_from_id
+from app.openapi_doc import error_responses, json_error_responses, links_from_id
 from app.serialize import utc
 from app.schemas import EvaluationIn, EvaluationOut, RankingIn, RankingList, RankingOut, RankOut
 from app.services import rank as rank_service
@@ -28,7 +28,8 @@ _ERR_JSON_BODY = {**_ERR, **error_responses(400)}  # a body that is not JSON: `c
     "/rankings",
     status_code=202,
     response_model=RankingOut,
-    responses={**_ERR_JSON_BODY, **links_from_id(202, "ranking_id", "get_ranking", "cancel_ranking", "create_evaluation", "get_rank")},
+    responses={**_ERR_JSON_BODY, **links_from_id(202, "ranking_id", "get_ranking", "cancel_ranking", "create_evaluation", "get_rank",
+                                                 "create_confirmation")},
     summary="Start a ranking",
     description=(
         "One worker task per model (ids only in messages). A model already scored on this pilot set "
@@ -113,7 +114,8 @@ async def get_rank(
 @router.get(
     "/rankings/{ranking_id}/report",
     response_class=HTMLResponse,
-    responses={**_ERR, 200: {"content": {"text/html": {}}, "description": "One self-contained HTML page"}},
+    responses={**json_error_responses(401, 404, 409, 422, 429, 503),
+               200: {"content": {"text/html": {}}, "description": "One self-contained HTML page"}},
     summary="The ranking's report: one self-contained HTML page",
     description=(
         "Figures (inline SVG): the fused ranking with 95% intervals, GRTD against LBTC, P(above) and the spread over "

@@ -41,12 +41,13 @@ def tenant_examples(session: Session, tenant: str) -> tuple[list[CalibrationExam
 
 
 def create_calibration(session: Session, tenant: str, kind: str) -> CalibrationRecord:
-    """Fit and store the tenant's calibration; 422 when no evaluation is usable."""
+    """Fit and store the tenant's calibration; 409 while no evaluation is usable (the request is fine,
+    the tenant's data is not there yet)."""
     examples, ids = tenant_examples(session, tenant)
     try:
         report = calibration_report(examples, kind=kind)
     except ValueError as exc:
-        raise ApiError(422, "no_usable_evaluations",
+        raise ApiError(409, "no_usable_evaluations",
                        f"{len(examples)} evaluated ranking(s), none usable for calibration: {exc}") from exc
     row = CalibrationRecord(tenant_id=tenant, params=report.calibration.to_dict(), report=report.to_dict(), evaluation_ids=ids)
     session.add(row)

@@ -52,6 +52,13 @@ async def _ingest(ctx: AppContext, form: MultipartResult, out_dir: Path) -> Inge
         form.cleanup()
 
 
+def printable(text: str) -> str:
+    """`text` without control characters or lone surrogates (a pilot set's name is stored and shown;
+    PostgreSQL refuses NUL outright)."""
+    kept = "".join(ch for ch in text if ch.isprintable())
+    return kept.encode("utf-8", "ignore").decode("utf-8")
+
+
 def _rows(ps_id: str, tenant: str, name: str, result: IngestedPilotSet, storage_path: str) -> PilotSet:
     ps = PilotSet(
         id=ps_id,
@@ -82,7 +89,7 @@ async def create_pilot_set(ctx: AppContext, tenant: str, form: MultipartResult) 
     ps_id = new_id("ps")
     out_dir = ctx.storage.object_dir(tenant, "pilot_sets", ps_id)
     result = await _ingest(ctx, form, out_dir)
-    name = (form.fields.get("name") or result.dataset_name or "pilot set").strip()[:200] or "pilot set"
+    name = printable(form.fields.get("name") or result.dataset_name or "pilot set").strip()[:200] or "pilot set"
     try:
         # the extracted cases are what the quota counts (they are in the tenant's folder now)
         await run_in_threadpool(ensure_storage, ctx.storage, tenant, 0, ctx.settings.quota_storage_bytes)

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from app.cache import TTLCache
 from app.errors import ApiError, not_found
 from app.ranking import fused_ranking, ranking_uncertainty
-from app.services.lookups import owned_ranking
+from app.services.lookups import owned_ranking, storable
 from app.services.rankings import num_foreground, scored_items
 from app.services.calibrations import latest_calibration
 from models_registry.tables import TERMINAL_JOB, PilotSet, RankingJob
@@ -127,6 +127,8 @@ def rank_body(
     `fusion_mode` "calibrated" fuses with the tenant's latest calibration; `gate` in the body says
     which gate was used.
     """
+    if not storable(ranking_id):
+        raise not_found("ranking")
     with sessions() as session:
         head = session.execute(
             select(RankingJob.tenant_id, RankingJob.status, RankingJob.fusion, RankingJob.updated_at).where(RankingJob.id == ranking_id)

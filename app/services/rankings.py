@@ -19,7 +19,7 @@ from app.limits import ensure_ranking_slot
 from app.ranking import evaluate_ranking
 from app.schemas import FusionParams, RankingIn
 from app.serialize import ranking_dict
-from app.services.lookups import owned_pilot_set
+from app.services.lookups import owned_pilot_set, storable
 from models_registry.jobs import refresh_job
 from models_registry.scores import score_ids_by_model
 from models_registry.tables import TERMINAL_JOB, Evaluation, Model, ModelScore, PilotSet, RankingItem, RankingJob, utcnow
@@ -62,6 +62,8 @@ def request_hash(body: RankingIn) -> str:
 
 def find_replay(session: Session, tenant: str, key: str, body_hash: str) -> RankingJob | None:
     """The job first created with this Idempotency-Key, None if there is none; 409 if it was for another body."""
+    if not storable(key):
+        raise ApiError(422, "invalid_idempotency_key", "Idempotency-Key holds characters that cannot be stored")
     job = session.scalar(select(RankingJob).where(RankingJob.tenant_id == tenant, RankingJob.idempotency_key == key))
     if job is None:
         return None
@@ -74,9 +76,10 @@ def _rankable_models(session: Session, tenant: str, model_ids: list[str]) -> dic
     """The requested models, each visible to the tenant and not invalid (404 / 422 otherwise)."""
     if len(set(model_ids)) != len(model_ids):
         raise ApiError(422, "duplicate_models", "model_ids holds duplicates")
+    queryable = [m for m in model_ids if storable(m)]
     models = {
         m.id: m
-        for m in session.scalars(select(Model).where(Model.id.in_(model_ids), or_(Model.tenant_id == tenant, Model.tenant_id.is_(None))))
+        for m in session.scalars(select(Model).where(Model.id.in_(queryable), or_(Model.tenant_id == tenant, Model.tenant_id.is_(None))))
     }
     missing = [mid for mid in model_ids if mid not in models]
     if missing:

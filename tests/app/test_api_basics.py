@@ -96,7 +96,7 @@ def test_created_objects_link_to_the_operations_that_take_their_ids(api):
     want = {
         ("/v1/pilot-sets", "201"): {"get_pilot_set", "delete_pilot_set"},
         ("/v1/models", "201"): {"get_model", "delete_model"},
-        ("/v1/rankings", "202"): {"get_ranking", "cancel_ranking", "create_evaluation", "get_rank"},
+        ("/v1/rankings", "202"): {"get_ranking", "cancel_ranking", "create_evaluation", "get_rank", "create_confirmation"},
     }
     for (path, status), targets in want.items():
         links = spec["paths"][path]["post"]["responses"][status]["links"]
@@ -105,6 +105,11 @@ def test_created_objects_link_to_the_operations_that_take_their_ids(api):
             (param, expr), = link["parameters"].items()
             assert expr == "$response.body#/id"
             assert param in {p["name"] for p in ops[link["operationId"]].get("parameters", [])}
+    confirmation = spec["paths"]["/v1/rankings/{ranking_id}/confirmations"]["post"]["responses"]["202"]["links"]
+    assert set(confirmation) == {"get_confirmation", "cancel_confirmation"}
+    for link in confirmation.values():
+        assert link["parameters"] == {"ranking_id": "$response.body#/ranking_id", "confirmation_id": "$response.body#/id"}
+        assert set(link["parameters"]) == {p["name"] for p in ops[link["operationId"]]["parameters"]}
 
 
 def test_json_bodies_document_400_and_uploads_refuse_unknown_parts(api, keys):
@@ -165,3 +170,31 @@ def test_ttl_cache_expires_and_starts_afresh_when_full(monkeypatch):
     assert (c.get("b"), c.get("c")) == (None, 3)
     c.clear()
     assert c.get("c") is None
+
+
+def test_text_the_database_cannot_store_is_refused_or_cleaned(api, keys, tmp_path):
+    """NUL characters and lone surrogates (PostgreSQL refuses the first, UTF-8 cannot encode the
+    second; the contract fuzzer found both as 500s): an id holding them names nothing (404, no query),
+    a model name holding them is invalid (422), a pilot set's name is cleaned."""
+    import json
+
+    from tests.utils.archives import nnunet_files, write_zip
+
+    h = {"X-API-Key": keys["a"]}
+    for bad in ("ps_%00", "rk_a%00b"):
+        assert api.get(f"/v1/pilot-sets/{bad}", headers=h).status_code == 404
+        assert api.get(f"/v1/rank?ranking_id={bad}", headers=h).json()["code"] == "ranking_not_found"
+        assert api.get(f"/v1/rankings/{bad}/confirmations/cf_x", headers=h).status_code == 404
+    spec = {"name": "a\x00b", "format": "nnssl", "catalog": "demo-resenc-mae"}
+    r = api.post("/v1/models", headers=h, files={"spec": (None, json.dumps(spec)), "checkpoint": ("c", b"x" * 64)})
+    assert r.status_code == 422, r.text
+    with open(write_zip(tmp_path / "p.zip", nnunet_files(1)), "rb") as fh:
+        ps = api.post("/v1/pilot-sets", headers=h, data={"name": "brain\x00 \x07set"}, files={"archive": ("p.zip", fh)})
+    assert ps.status_code == 201 and ps.json()["name"] == "brain set"
+    r = api.post("/v1/rankings", headers=h, json={"pilot_set_id": ps.json()["id"], "model_ids": ["mdl_\x00"]})
+    assert r.status_code == 404 and r.json()["code"] == "model_not_found"
+    lone = '{"pilot_set_id": "%s", "model_ids": ["mdl_\\ud800"]}' % ps.json()["id"]  # JSON may carry a lone surrogate
+    r = api.post("/v1/rankings", headers={**h, "Content-Type": "application/json"}, content=lone)
+    assert r.status_code == 404 and r.json()["code"] == "model_not_found"
+    r = api.post("/v1/rankings", headers={**h, "Content-Type": "application/json"}, content='{"pilot_set_id": "ps_\\ud800", "model_ids": ["m"]}')
+    assert r.status_code == 404 and r.json()["code"] == "pilot_set_not_found"

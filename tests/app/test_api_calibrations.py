@@ -22,9 +22,9 @@ def evaluated_rankings(api, world, sessions, truths):  # type: ignore[no-untyped
     return rids
 
 
-def test_no_evaluations_is_422(api, world):
+def test_no_evaluations_is_409(api, world):
     r = api.post("/v1/calibrations", headers=world["h"], json={})
-    assert r.status_code == 422 and r.json()["code"] == "no_usable_evaluations"
+    assert r.status_code == 409 and r.json()["code"] == "no_usable_evaluations"
     assert api.post("/v1/calibrations", headers=world["h"], json={"kind": "nope"}).status_code == 422
 
 

@@ -112,10 +112,12 @@ def _pg_admin():  # type: ignore[no-untyped-def]
     return create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
 
 
-def make_stack(mode: str, tmp: Path, redis_url: str | None = None, database_url: str | None = None) -> Iterator[Stack]:
+def make_stack(
+    mode: str, tmp: Path, redis_url: str | None = None, database_url: str | None = None, env_extra: dict[str, str] | None = None
+) -> Iterator[Stack]:
     """A migrated registry with two tenants, a worker and the API; `postgres` mode uses a fresh
     database on the shared PostgreSQL server (or the database at `database_url`) and the shared
-    Redis (or the Redis at `redis_url`)."""
+    Redis (or the Redis at `redis_url`); `env_extra` adds or overrides settings."""
     from sqlalchemy import text
 
     token = secrets.token_hex(5)
@@ -132,6 +134,7 @@ def make_stack(mode: str, tmp: Path, redis_url: str | None = None, database_url:
         PYTHONUNBUFFERED="1",
         OMP_NUM_THREADS="1",
     )
+    env.update(env_extra or {})
     db_name = None
     if mode == "postgres" and database_url is not None:
         env["TOPORANK_DATABASE_URL"] = database_url
