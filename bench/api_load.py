@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     port = free_port()
     api = None
     out: dict[str, Any] = {"benchmark": "api_load", "machine": os.environ.get("TOPORANK_BENCH_MACHINE", "2-core CPU sandbox"),
-                           "cpu_count": os.cpu_count()}
+                           "cpu_count": os.cpu_count(), "malloc_arena_max": os.environ.get("MALLOC_ARENA_MAX")}
     try:
         key, rid, ps_id = seed_ranking(db_url, secret, args.models)
         api = subprocess.Popen(
