@@ -136,12 +136,14 @@ def fold_results(session: Session, conf: Confirmation) -> dict[str, dict[int, Fi
     return out
 
 
-def summaries(session: Session, conf: Confirmation) -> dict[str, dict[str, Any]]:
-    """model id -> `model_summary` of its finished folds."""
+def summaries(
+    session: Session, conf: Confirmation, done: Mapping[str, Mapping[int, FinetuneRecord]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """model id -> `model_summary` of its finished folds (`done`: `fold_results`, when the caller holds it)."""
     n_folds = len(conf.fold_plan)
     return {
         m: model_summary({f: r.dice for f, r in folds.items()}, {f: r.per_class for f, r in folds.items()}, n_folds)
-        for m, folds in fold_results(session, conf).items()
+        for m, folds in (fold_results(session, conf) if done is None else done).items()
     }
 
 

@@ -15,9 +15,10 @@ from sqlalchemy.orm import Session
 from app.errors import ApiError
 from app.schemas import ConfirmationIn
 from app.serialize import utc
-from app.services.rankings import num_foreground, scored_items
+from app.services.rankings import dispatch_queued, num_foreground, scored_items
 from models_registry.confirmations import (
     default_folds,
+    fold_results,
     fold_plan,
     fold_seed,
     record_ids_by_unit,
@@ -34,7 +35,6 @@ from models_registry.tables import (
     Confirmation,
     ConfirmationItem,
     Evaluation,
-    FinetuneRecord,
     Model,
     PilotSet,
     RankingJob,
@@ -138,17 +138,7 @@ def create_confirmation(session: Session, tenant: str, job: RankingJob, body: Co
     session.flush()
     refresh_confirmation(session, conf.id)
     session.commit()
-    pending = [it.id for it in conf.items if it.status == "queued"]
-    try:
-        for unit_id in pending:
-            dispatcher.finetune_item(unit_id)
-    except Exception as exc:
-        for it in conf.items:
-            if it.status == "queued":
-                it.status, it.error_code, it.error_detail, it.finished_at = "failed", "broker_unavailable", "task queue unreachable", utcnow()
-        refresh_confirmation(session, conf.id)
-        session.commit()
-        raise ApiError(503, "broker_unavailable", f"task queue unreachable; confirmation {conf.id} failed") from exc
+    dispatch_queued(session, list(conf.items), dispatcher.finetune_item, refresh_confirmation, conf.id, "confirmation")
     return conf
 
 
@@ -182,16 +172,15 @@ def confirmation_view(session: Session, conf: Confirmation) -> dict[str, Any]:
     names = dict(session.execute(select(Model.id, Model.name).where(Model.id.in_(conf.model_ids))).all())
     ps = session.get(PilotSet, job.pilot_set_id) if job is not None else None
     case_ids = [c.id for c in ps.cases] if ps is not None else []
-    record_ids = [it.record_id for it in conf.items if it.record_id]
-    records = {r.id: r for r in session.scalars(select(FinetuneRecord).where(FinetuneRecord.id.in_(record_ids)))} if record_ids else {}
-    per_model = summaries(session, conf)
+    done = fold_results(session, conf)
+    per_model = summaries(session, conf, done)
     best_verdict, best, note = top1_verdict(conf.predicted_top, per_model)
     models = []
     for m in conf.model_ids:
         units = [it for it in conf.items if it.model_id == m]
         folds = []
         for it in sorted(units, key=lambda u: u.fold):
-            rec = records.get(it.record_id or "") if it.status == "succeeded" else None
+            rec = done.get(m, {}).get(it.fold)
             folds.append({
                 "fold": it.fold, "status": it.status, "stage": it.stage, "progress": it.progress, "attempts": it.attempts,
                 "reused": it.reused, "n_test": len(conf.fold_plan[it.fold]),

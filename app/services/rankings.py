@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -137,19 +137,23 @@ def _new_job(
     return job
 
 
-def _dispatch(session: Session, job: RankingJob, dispatcher: Dispatcher) -> None:
-    """Send the queued items to the workers; if the broker is down, fail them and answer 503."""
-    pending = [it.id for it in job.items if it.status == "queued"]
+def dispatch_queued(
+    session: Session, units: list[Any], send: Callable[[str], None], refresh: Callable[[Session, str], Any], parent_id: str, what: str
+) -> None:
+    """Send the queued units (ranking items, confirmation folds) to the workers with `send`; if the
+    broker is down, fail the ones still queued, refresh their parent and answer 503."""
+    pending = [it.id for it in units if it.status == "queued"]
     try:
-        for item_id in pending:
-            dispatcher.score_item(item_id)
+        for unit_id in pending:
+            send(unit_id)
     except Exception as exc:
-        for it in job.items:
+        now = utcnow()
+        for it in units:
             if it.status == "queued":
-                it.status, it.error_code, it.error_detail = "failed", "broker_unavailable", "task queue unreachable"
-        refresh_job(session, job.id)
+                it.status, it.error_code, it.error_detail, it.finished_at = "failed", "broker_unavailable", "task queue unreachable", now
+        refresh(session, parent_id)
         session.commit()
-        raise ApiError(503, "broker_unavailable", f"task queue unreachable; ranking {job.id} failed") from exc
+        raise ApiError(503, "broker_unavailable", f"task queue unreachable; {what} {parent_id} failed") from exc
 
 
 def create_ranking(
@@ -179,7 +183,7 @@ def create_ranking(
         return Started(existing, replayed=True)
     refresh_job(session, job.id)
     session.commit()
-    _dispatch(session, job, dispatcher)
+    dispatch_queued(session, list(job.items), dispatcher.score_item, refresh_job, job.id, "ranking")
     return Started(job, replayed=False)
 
 

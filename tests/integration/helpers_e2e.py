@@ -35,31 +35,29 @@ def register(c: httpx.Client, ckpt: Path | bytes, name: str, wait: int = 120) ->
     return r.json()
 
 
-def poll(c: httpx.Client, ranking_id: str, timeout: float = 240, until=TERMINAL, seen: list | None = None) -> dict[str, Any]:  # type: ignore[type-arg]
+def _poll(c: httpx.Client, url: str, what: str, timeout: float, until: Any, seen: list | None, every: float) -> dict[str, Any]:  # type: ignore[type-arg]
+    """GET `url` every `every` s until its status is in `until` (`seen` collects every answer)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        body = c.get(f"/v1/rankings/{ranking_id}").json()
-        if seen is not None:
-            seen.append(body)
-        if body["status"] in until:
-            return body
-        time.sleep(0.2)
-    raise AssertionError(f"ranking {ranking_id} still {body['status']} after {timeout}s: {body}")
-
-
-def poll_confirmation(c: httpx.Client, ranking_id: str, confirmation_id: str, timeout: float = 300, seen: list | None = None) -> dict[str, Any]:  # type: ignore[type-arg]
-    """GET the confirmation every 0.1 s until it has finished (`seen` collects every answer)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = c.get(f"/v1/rankings/{ranking_id}/confirmations/{confirmation_id}")
+        r = c.get(url)
         assert r.status_code == 200, r.text
         body = r.json()
         if seen is not None:
             seen.append(body)
-        if body["status"] in TERMINAL:
+        if body["status"] in until:
             return body
-        time.sleep(0.1)
-    raise AssertionError(f"confirmation {confirmation_id} still {body['status']} after {timeout}s: {body}")
+        time.sleep(every)
+    raise AssertionError(f"{what} still {body['status']} after {timeout}s: {body}")
+
+
+def poll(c: httpx.Client, ranking_id: str, timeout: float = 240, until=TERMINAL, seen: list | None = None) -> dict[str, Any]:  # type: ignore[type-arg]
+    return _poll(c, f"/v1/rankings/{ranking_id}", f"ranking {ranking_id}", timeout, until, seen, 0.2)
+
+
+def poll_confirmation(c: httpx.Client, ranking_id: str, confirmation_id: str, timeout: float = 300, seen: list | None = None) -> dict[str, Any]:  # type: ignore[type-arg]
+    """GET the confirmation every 0.1 s until it has finished (`seen` collects every answer)."""
+    return _poll(c, f"/v1/rankings/{ranking_id}/confirmations/{confirmation_id}", f"confirmation {confirmation_id}",
+                 timeout, TERMINAL, seen, 0.1)
 
 
 def wait_item_running(c: httpx.Client, ranking_id: str, timeout: float = 120) -> dict[str, Any]:
