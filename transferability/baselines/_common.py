@@ -4,25 +4,77 @@
 The baselines run many small dense factorisations; on a shared CPU, multi-threaded BLAS on
 such matrices is slower and its reductions may depend on the thread count. Every public
 baseline therefore runs with BLAS/OpenMP pools limited to one thread, which makes results
-bit-identical across machines with different core counts.
+bit-identical across machines with different core counts. Parallelism comes from running
+independent pieces (whole metrics, mixture components) on Python threads instead, each of them
+single-threaded (`score_all`).
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.decomposition import PCA
-from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
 from transferability._validation import as_labels, as_points
+from transferability.baselines._gmm import fit_mixture
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class _OneThreadRegion:
+    """BLAS and OpenMP limited to one thread while any caller is inside, from any thread.
+
+    OpenBLAS's thread count is process-wide, so the BLAS limit is reference-counted: the first
+    entrant sets it and the last one out restores it. OpenMP's is per thread, so each thread's
+    outermost entry limits its own and restores it on the way out. Nested calls (the metrics
+    `score_all` runs on its pool) therefore neither lift the limit early nor pay for it twice.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._blas: Any = None
+        self._local = threading.local()
+
+    def __enter__(self) -> None:
+        self._enter_thread()
+        with self._lock:
+            if self._depth == 0:
+                self._blas = threadpool_limits(limits=1, user_api="blas")
+            self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                self._blas.restore_original_limits()
+                self._blas = None
+        self._local.depth -= 1
+        if self._local.depth == 0:
+            self._local.openmp.restore_original_limits()
+            del self._local.openmp
+
+    def _enter_thread(self) -> None:
+        depth = getattr(self._local, "depth", 0)
+        if depth == 0:
+            self._local.openmp = threadpool_limits(limits=1, user_api="openmp")
+        self._local.depth = depth + 1
+
+    def pin_thread(self) -> None:
+        """Limit this thread's OpenMP to one thread for the rest of its life (a pool's initializer:
+        its threads only ever run inside a region that holds the BLAS limit)."""
+        self._enter_thread()
+
+
+_ONE_THREAD = _OneThreadRegion()
 
 
 def single_threaded(func: Callable[P, R]) -> Callable[P, R]:
@@ -30,7 +82,7 @@ def single_threaded(func: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with threadpool_limits(limits=1):
+        with _ONE_THREAD:
             return func(*args, **kwargs)
 
     return wrapper
@@ -104,9 +156,12 @@ def nce_core(z_codes: NDArray[np.int64], n_source: int, y_codes: NDArray[np.int6
 
 
 def fit_gmm(
-    feats: NDArray[np.float64], n_classes: int, seed: int
+    feats: NDArray[np.float64], n_classes: int, seed: int, pool: Executor | None = None
 ) -> tuple[NDArray[np.float64], dict[str, Any]]:
-    """Posteriors of the NLEEP mixture and a summary (PCA dims, components, EM steps, convergence)."""
+    """Posteriors of the NLEEP mixture and a summary (PCA dims, components, EM steps, convergence).
+
+    `pool` runs the mixture's per-component work (`_gmm`); the posteriors do not depend on it.
+    """
     n_components = COMPONENTS_PER_CLASS * n_classes
     if feats.shape[0] < n_components:
         raise ValueError(
@@ -116,11 +171,11 @@ def fit_gmm(
     if not np.any(np.ptp(feats, axis=0) > 0):
         raise ValueError("features are constant: PCA/NLEEP undefined")
     reduced = PCA(n_components=PCA_VARIANCE, svd_solver="full").fit_transform(feats)
-    gmm = GaussianMixture(n_components=n_components, random_state=seed).fit(reduced)
+    fit = fit_mixture(reduced, n_components, seed, pool=pool)
     info = {
         "pca_dims": int(reduced.shape[1]),
         "n_components": n_components,
-        "em_iterations": int(gmm.n_iter_),
-        "converged": bool(gmm.converged_),
+        "em_iterations": fit.n_iter,
+        "converged": fit.converged,
     }
-    return gmm.predict_proba(reduced), info
+    return fit.posteriors, info
