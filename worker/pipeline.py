@@ -11,7 +11,7 @@ import importlib
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -36,7 +36,7 @@ _PHASES = {
     "bootstrap": (0.95, 1.0),
 }
 
-__all__ = ["CaseVolume", "GatheredFeatures", "ModelScoreResult", "default_stages", "score_model"]
+__all__ = ["CaseVolume", "GatheredFeatures", "ModelScoreResult", "default_stages", "load_model", "score_model"]
 
 
 @dataclass
@@ -264,25 +264,48 @@ class _Loaded:
     fm: FeatureModel
     plan: SamplePlan
     anchors: AnchorSet
+    prefetched: bool = False
+
+
+def load_model(spec: ModelSpec, checkpoint_path: Path, config: ScoringConfig, device: str, in_channels: int) -> FeatureModel:
+    """The feature model `score_model` scores: `spec`'s checkpoint with the config's fresh decoder on
+    `device` (resolved) for `in_channels` input channels. A worker may call it ahead (worker.prefetch)."""
+    return load_feature_model(
+        resolve_spec(spec), Path(checkpoint_path), decoder_init=config.decoder_init, decoder_seed=config.decoder_seed,
+        device=device, in_channels=in_channels,
+    )
 
 
 def _load_and_plan(
-    spec: ModelSpec, checkpoint_path: Path, cases: Sequence[CaseVolume], config: ScoringConfig, dev: str, timer: _PhaseTimer
+    spec: ModelSpec, checkpoint_path: Path, cases: Sequence[CaseVolume], config: ScoringConfig, dev: str, timer: _PhaseTimer,
+    preloaded: "Future[FeatureModel] | None" = None,
 ) -> _Loaded:
-    """Load the model while a thread lays out the sample points and anchors (they need only the labels)."""
+    """Load the model (or take the one loaded ahead) while a thread lays out the sample points and
+    anchors (they need only the labels)."""
     with ThreadPoolExecutor(1) as pool:
         sampling = pool.submit(_plan_samples, [c.label for c in cases], config)
         with timer("load"):
-            fm = load_feature_model(
-                resolve_spec(spec), Path(checkpoint_path), decoder_init=config.decoder_init, decoder_seed=config.decoder_seed,
-                device=dev, in_channels=cases[0].n_channels,
-            )
+            fm = _ready_model(preloaded)
+            prefetched = fm is not None
+            if fm is None:
+                fm = load_model(spec, checkpoint_path, config, dev, cases[0].n_channels)
             if fm.preprocessing is None:
                 raise ValueError("the model has no preprocessing (spacing, patch size): set it in its spec or catalog entry")
         with timer("wait_sampling"):
             plan, anchors, sampling_seconds = sampling.result()
     timer.seconds.update(sampling_seconds)
-    return _Loaded(fm, plan, anchors)
+    return _Loaded(fm, plan, anchors, prefetched)
+
+
+def _ready_model(preloaded: "Future[FeatureModel] | None") -> FeatureModel | None:
+    """The model loaded ahead (waiting for it if its load still runs), or None when there is none or
+    its load failed: the caller then loads in the foreground, and reports any error itself."""
+    if preloaded is None:
+        return None
+    try:
+        return preloaded.result()
+    except Exception:  # noqa: BLE001 - loaded again in the foreground, where the error is reported
+        return None
 
 
 def _gather_features(
@@ -442,6 +465,7 @@ def _diagnostics(
         "baselines_omitted": scores.baseline_details.get("omitted", {}),
         "preprocessing": fm.preprocessing.model_dump(mode="json"),  # type: ignore[union-attr]
         "decoder": {"init": fm.decoder_init, "seed": fm.decoder_seed},
+        "prefetched": loaded.prefetched,
         "extraction": per_case,
     }
 
@@ -456,6 +480,8 @@ def score_model(
     progress: Progress | None = None,
     batch_size: int | None = None,
     keep_features: bool = False,
+    preloaded: "Future[FeatureModel] | None" = None,
+    after_load: Callable[[], None] | None = None,
 ) -> ModelScoreResult:
     """GRTD, LBTC and baselines of one model on a pilot set (metrics.md §2-§4, §6).
 
@@ -470,6 +496,9 @@ def score_model(
     decoder_seed, decoder_seed + 1, ...; the baselines read the first decoder only); every GRTD
     variant is reported in `details["grtd"]["variants"]` (the other costs one more MST per stage).
     `keep_features=True` hands the gathered features out in `.features` (never serialised).
+    `preloaded`: the same model (`load_model` with the same arguments) loaded ahead by the caller;
+    `load` is then the wait for it, and `diagnostics["prefetched"]` says it was used. `after_load`
+    is called once the model is ready, before extraction (a worker starts its next load there).
     """
     t_start = time.perf_counter()
 
@@ -483,8 +512,10 @@ def score_model(
     dev = resolve_device(device)
     mode = numeric_mode(dev, config.precision)
     report("load", 0.0)
-    loaded = _load_and_plan(spec, checkpoint_path, cases, config, dev, timer)
+    loaded = _load_and_plan(spec, checkpoint_path, cases, config, dev, timer, preloaded)
     report("load", 1.0)
+    if after_load is not None:
+        after_load()
     features, per_case = _gather_features(loaded, cases, config, batch_size, report, timer)
     scores = _score(features, config, dev, report, timer)
     replicates = _bootstrap(features, scores, len(cases), config, report, timer)

@@ -4,10 +4,13 @@ Messages carry ids only; every task re-reads the registry, so a redelivered or d
 message is harmless: a finished item is skipped, and a score row that already exists for
 (pilot set, model, config hash) is reused instead of recomputed. torch, the adapters and the
 pipeline are imported inside the task bodies, never at import time (no CUDA before a fork).
+While an item is scored, the next queued model of its ranking is loaded in the background
+(worker.prefetch, `TOPORANK_PREFETCH_NEXT`); its message still arrives and is acked on its own.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from celery.signals import worker_process_init
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -38,8 +43,11 @@ from models_registry.tables import (
 from toporank.settings import Settings, get_settings
 from transferability.config import SCORING_CODE_VERSION, ScoringConfig, numeric_mode
 from worker.celery_app import app
+from worker.prefetch import LoadKey, Prefetched, Prefetcher, wait_quietly
 
 log = logging.getLogger("toporank.worker")
+PREFETCH: Prefetcher[Any] = Prefetcher()
+"""This process's slot for the next model of a ranking (worker.prefetch)."""
 T = TypeVar("T")
 PROGRESS_EVERY_S = 0.5
 
@@ -200,7 +208,20 @@ def _numeric_mode(ctx: WorkerContext, config_json: dict[str, Any]) -> str:
 
 
 def score_item_impl(ctx: WorkerContext, item_id: str) -> str:
-    """Score one ranking item (one model on one pilot set); returns the item's final status."""
+    """Score one ranking item (one model on one pilot set); returns the item's final status.
+
+    Takes this process's prefetch slot first: if it holds this item's model (and the pilot set's
+    cases), they are used instead of loading again; whatever the outcome, a load still running in
+    the slot ends before the task does."""
+    slot = PREFETCH.take(item_id)
+    try:
+        return _score_item(ctx, item_id, slot)
+    finally:
+        if slot is not None:
+            wait_quietly(slot.load)
+
+
+def _score_item(ctx: WorkerContext, item_id: str, slot: Prefetched[Any] | None) -> str:
     with ctx.sessions() as s:
         item = s.get(RankingItem, item_id)
         if item is None:
@@ -238,13 +259,24 @@ def score_item_impl(ctx: WorkerContext, item_id: str) -> str:
         s.commit()
         spec_json, ckpt_rel, sha = dict(model.spec), model.checkpoint_path, model.sha256
         config_json, config_hash, job_id, ps_id, model_id = dict(job.config), job.config_hash, job.id, pilot_set.id, model.id
-        try:
-            cases = load_cases(ctx, pilot_set)
-        except Exception as exc:  # noqa: BLE001 - files removed or corrupted under us
-            log.warning("pilot set cases unreadable: %s", type(exc).__name__)
-            _finish_item(s, item, "failed", error_code="pilot_set_unreadable", error_detail="the pilot set's stored cases cannot be read")
-            return "failed"
-    status, fields = _run_pipeline(ctx, item_id, job_id, spec_json, ckpt_rel, cases, config_json)
+        position = item.position
+        if slot is not None and slot.pilot_set_id == ps_id:
+            cases = slot.cases
+        else:
+            try:
+                cases = load_cases(ctx, pilot_set)
+            except Exception as exc:  # noqa: BLE001 - files removed or corrupted under us
+                log.warning("pilot set cases unreadable: %s", type(exc).__name__)
+                _finish_item(s, item, "failed", error_code="pilot_set_unreadable", error_detail="the pilot set's stored cases cannot be read")
+                return "failed"
+    key = _load_key(ctx, ckpt_rel, sha, spec_json, config_json, cases[0].n_channels)
+    preloaded = slot if slot is not None and slot.key == key else None
+
+    def prefetch_next() -> None:
+        if ctx.settings.prefetch_next:
+            _prefetch_next(ctx, job_id, item_id, position, ps_id, config_json, config_hash, cases)
+
+    status, fields = _run_pipeline(ctx, item_id, job_id, spec_json, ckpt_rel, cases, config_json, preloaded, prefetch_next)
 
     def record() -> str:
         with ctx.sessions() as s:
@@ -277,8 +309,55 @@ def score_item_impl(ctx: WorkerContext, item_id: str) -> str:
     return _retrying_db(record, f"storing the result of item {item_id}")
 
 
+def _load_key(
+    ctx: WorkerContext, ckpt_rel: str, sha: str, spec_json: dict[str, Any], config_json: dict[str, Any], in_channels: int
+) -> LoadKey:
+    """What the model `score_model` would load for this item depends on (worker.prefetch.LoadKey)."""
+    from worker.adapters import resolve_device
+
+    config = ScoringConfig.from_dict(config_json)
+    return LoadKey(
+        checkpoint=ckpt_rel, sha256=sha, spec_json=json.dumps(spec_json, sort_keys=True), decoder_init=config.decoder_init,
+        decoder_seed=config.decoder_seed, device=resolve_device(ctx.settings.device), in_channels=int(in_channels),
+    )
+
+
+def _prefetch_next(
+    ctx: WorkerContext, job_id: str, item_id: str, position: int, ps_id: str, config_json: dict[str, Any], config_hash: str,
+    cases: list[Any],
+) -> None:
+    """Start loading the ranking's next queued model that will need a load (ready, no stored
+    score): the first after `position`, else the first before it. Never fails the current item."""
+    try:
+        with ctx.sessions() as s:
+            queued = s.scalars(
+                select(RankingItem)
+                .where(RankingItem.ranking_id == job_id, RankingItem.status == "queued", RankingItem.id != item_id)
+                .order_by(RankingItem.position)
+            ).all()
+            mode = _numeric_mode(ctx, config_json)
+            for nxt in sorted(queued, key=lambda it: (it.position < position, it.position)):
+                model = s.get(Model, nxt.model_id)
+                if model is None or model.status != "ready":
+                    continue
+                if find_score(s, ps_id, model.id, config_hash, mode) is not None:
+                    continue
+                next_id, spec_json, ckpt_rel, sha = nxt.id, dict(model.spec), model.checkpoint_path, model.sha256
+                break
+            else:
+                return
+        from worker.pipeline import load_model
+
+        key = _load_key(ctx, ckpt_rel, sha, spec_json, config_json, cases[0].n_channels)
+        spec, config, path = ModelSpec.model_validate(spec_json), ScoringConfig.from_dict(config_json), _stored(ctx, ckpt_rel)
+        PREFETCH.start(next_id, key, ps_id, cases, lambda: load_model(spec, path, config, key.device, key.in_channels))
+    except Exception as exc:  # noqa: BLE001 - a missed prefetch only costs the next item its load time
+        log.warning("could not start loading the next model ahead: %s", type(exc).__name__)
+
+
 def _run_pipeline(
-    ctx: WorkerContext, item_id: str, job_id: str, spec_json: dict[str, Any], ckpt_rel: str, cases: list[Any], config_json: dict[str, Any]
+    ctx: WorkerContext, item_id: str, job_id: str, spec_json: dict[str, Any], ckpt_rel: str, cases: list[Any], config_json: dict[str, Any],
+    preloaded: Prefetched[Any] | None = None, after_load: Callable[[], None] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     from worker.adapters import ModelLoadError
     from worker.pipeline import score_model
@@ -287,11 +366,16 @@ def _run_pipeline(
         spec = ModelSpec.model_validate(spec_json)
         config = ScoringConfig.from_dict(config_json)
         t0 = time.perf_counter()
-        res = score_model(spec, _stored(ctx, ckpt_rel), cases, config, device=ctx.settings.device, progress=_Progress(ctx, item_id, job_id))
+        res = score_model(
+            spec, _stored(ctx, ckpt_rel), cases, config, device=ctx.settings.device, progress=_Progress(ctx, item_id, job_id),
+            preloaded=preloaded.load if preloaded is not None else None, after_load=after_load,
+        )
         result = res.to_dict()
         result.setdefault("timings", {})
         if isinstance(result["timings"], dict):
             result["timings"].setdefault("task_total_s", time.perf_counter() - t0)
+            if preloaded is not None and res.diagnostics.get("prefetched") and preloaded.background_s is not None:
+                result["timings"]["prefetch_background_s"] = preloaded.background_s
         return "succeeded", {"grtd": res.grtd, "lbtc": res.lbtc, "result": result}
     except TaskCancelled:
         return "cancelled", {}
@@ -321,7 +405,9 @@ def _device_kind(ctx: WorkerContext) -> str:
 
 def finetune_item_impl(ctx: WorkerContext, unit_id: str) -> str:
     """Fine-tune one model on one fold of a confirmation (worker.finetune) and store its held-out
-    Dice; a record under the same key on this device kind is reused. Returns the unit's final status."""
+    Dice; a record under the same key on this device kind is reused. Returns the unit's final status.
+    A model still loading ahead for a ranking is waited for and dropped first (worker.prefetch)."""
+    PREFETCH.discard()
     with ctx.sessions() as s:
         unit = s.get(ConfirmationItem, unit_id)
         if unit is None:
@@ -424,6 +510,54 @@ def _run_finetune(
     except Exception as exc:  # noqa: BLE001 - recorded on the unit; the task itself succeeds
         log.exception("fine-tuning failed")
         return "failed", {"error_code": "finetune_error", "error_detail": f"{type(exc).__name__}: {exc}"[:2000]}
+
+
+# --------------------------------------------------------------------------- warm-up
+WARM_MODULES = (
+    "worker.pipeline", "worker.adapters.nnssl", "worker.adapters.monai_nets", "transferability.baselines",
+    "transferability.grtd", "transferability.lbtc", "transferability.bootstrap",
+)
+"""Imported by `warm_up` (the slow ones: torch, scikit-learn, MONAI come with them)."""
+
+
+def warm_up(device_setting: str) -> dict[str, float | str]:
+    """What the first task would otherwise pay, done when a worker process starts: the scoring
+    imports (torch, the adapters, scikit-learn) and, on a GPU, the CUDA context and the cuDNN and
+    cuBLAS handles (one tiny bf16 convolution and product). Returns seconds per step."""
+    timings: dict[str, float | str] = {}
+    t0 = time.perf_counter()
+    import importlib
+
+    import torch
+
+    from worker.adapters import resolve_device
+
+    for module in WARM_MODULES:
+        importlib.import_module(module)
+
+    timings["imports_s"] = time.perf_counter() - t0
+    device = resolve_device(device_setting)
+    timings["device"] = device
+    if device.startswith("cuda"):
+        t1 = time.perf_counter()
+        torch.cuda.init()
+        conv = torch.nn.Conv3d(1, 8, 3, padding=1).to(device)
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+            out = conv(torch.zeros(1, 1, 16, 16, 16, device=device))
+            (out.flatten(1) @ out.flatten(1).T).sum().item()
+        torch.cuda.synchronize()
+        timings["cuda_s"] = time.perf_counter() - t1
+    return timings
+
+
+@worker_process_init.connect
+def _warm_up_pool_process(**_kwargs: Any) -> None:
+    """After the fork, in the process that runs the tasks (CUDA is safe to start there)."""
+    try:
+        timings = warm_up(get_settings().device)
+        log.info("worker process warmed up: %s", {k: round(v, 2) if isinstance(v, float) else v for k, v in timings.items()})
+    except Exception as exc:  # noqa: BLE001 - the first task then pays it and reports any real error
+        log.warning("worker warm-up failed: %s: %s", type(exc).__name__, exc)
 
 
 # --------------------------------------------------------------------------- Celery wrappers

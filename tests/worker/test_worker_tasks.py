@@ -108,3 +108,17 @@ def test_unreadable_pilot_set_fails_item(job, sessions, settings):
     item0 = _items(sessions, job["rid"])[0][0]
     assert score_item_impl(job["ctx"], item0) == "failed"
     assert _items(sessions, job["rid"])[0][1:4] == ("failed", 1, "pilot_set_unreadable")
+
+
+def test_warm_up_loads_the_scoring_modules_before_the_first_task():
+    import sys
+
+    from celery.signals import worker_process_init
+
+    from worker.tasks import WARM_MODULES, _warm_up_pool_process, warm_up
+
+    timings = warm_up("cpu")
+    assert timings["device"] == "cpu" and timings["imports_s"] >= 0 and "cuda_s" not in timings
+    assert all(m in sys.modules for m in WARM_MODULES)
+    assert worker_process_init.has_listeners()
+    _warm_up_pool_process()  # what the pool process runs after the fork: never raises
