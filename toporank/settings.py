@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=1200, ge=0, description="Requests per API key and minute; 0 = off.")
     pilot_set_ttl_days: float = Field(default=0.0, ge=0, description="`toporank purge` deletes pilot sets older than this; 0 = keep.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    broker_poll_s: float = Field(
+        default=0.1, gt=0, le=60, description="Embedded default: how often a worker looks for new messages in the filesystem broker.",
+    )
     prefetch_next: bool = Field(
         default=True,
         description="A worker loads the next queued model of a ranking (and keeps the pilot set's cases) while it scores the current one.",

@@ -481,7 +481,7 @@ def score_model(
     batch_size: int | None = None,
     keep_features: bool = False,
     preloaded: "Future[FeatureModel] | None" = None,
-    after_load: Callable[[], None] | None = None,
+    phase_done: Callable[[str], None] | None = None,
 ) -> ModelScoreResult:
     """GRTD, LBTC and baselines of one model on a pilot set (metrics.md §2-§4, §6).
 
@@ -497,8 +497,8 @@ def score_model(
     variant is reported in `details["grtd"]["variants"]` (the other costs one more MST per stage).
     `keep_features=True` hands the gathered features out in `.features` (never serialised).
     `preloaded`: the same model (`load_model` with the same arguments) loaded ahead by the caller;
-    `load` is then the wait for it, and `diagnostics["prefetched"]` says it was used. `after_load`
-    is called once the model is ready, before extraction (a worker starts its next load there).
+    `load` is then the wait for it, and `diagnostics["prefetched"]` says it was used.
+    `phase_done(phase)` is called as "load" and "extract" end (a worker starts its next load there).
     """
     t_start = time.perf_counter()
 
@@ -514,9 +514,11 @@ def score_model(
     report("load", 0.0)
     loaded = _load_and_plan(spec, checkpoint_path, cases, config, dev, timer, preloaded)
     report("load", 1.0)
-    if after_load is not None:
-        after_load()
+    if phase_done is not None:
+        phase_done("load")
     features, per_case = _gather_features(loaded, cases, config, batch_size, report, timer)
+    if phase_done is not None:
+        phase_done("extract")
     scores = _score(features, config, dev, report, timer)
     replicates = _bootstrap(features, scores, len(cases), config, report, timer)
     with timer("finish"):

@@ -272,11 +272,13 @@ def _score_item(ctx: WorkerContext, item_id: str, slot: Prefetched[Any] | None) 
     key = _load_key(ctx, ckpt_rel, sha, spec_json, config_json, cases[0].n_channels)
     preloaded = slot if slot is not None and slot.key == key else None
 
-    def prefetch_next() -> None:
-        if ctx.settings.prefetch_next:
+    start_after = _prefetch_phase(key.device)
+
+    def phase_done(phase: str) -> None:
+        if phase == start_after and ctx.settings.prefetch_next:
             _prefetch_next(ctx, job_id, item_id, position, ps_id, config_json, config_hash, cases)
 
-    status, fields = _run_pipeline(ctx, item_id, job_id, spec_json, ckpt_rel, cases, config_json, preloaded, prefetch_next)
+    status, fields = _run_pipeline(ctx, item_id, job_id, spec_json, ckpt_rel, cases, config_json, preloaded, phase_done)
 
     def record() -> str:
         with ctx.sessions() as s:
@@ -307,6 +309,13 @@ def _score_item(ctx: WorkerContext, item_id: str, slot: Prefetched[Any] | None) 
             return "succeeded"
 
     return _retrying_db(record, f"storing the result of item {item_id}")
+
+
+def _prefetch_phase(device: str) -> str:
+    """The phase after which the next model starts loading: on a GPU, the load (the host's cores are
+    idle while the GPU extracts); on the CPU, the extraction (which uses every core; the scoring
+    after it is mostly single-threaded)."""
+    return "load" if device.startswith("cuda") else "extract"
 
 
 def _load_key(
@@ -357,7 +366,7 @@ def _prefetch_next(
 
 def _run_pipeline(
     ctx: WorkerContext, item_id: str, job_id: str, spec_json: dict[str, Any], ckpt_rel: str, cases: list[Any], config_json: dict[str, Any],
-    preloaded: Prefetched[Any] | None = None, after_load: Callable[[], None] | None = None,
+    preloaded: Prefetched[Any] | None = None, phase_done: Callable[[str], None] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     from worker.adapters import ModelLoadError
     from worker.pipeline import score_model
@@ -368,7 +377,7 @@ def _run_pipeline(
         t0 = time.perf_counter()
         res = score_model(
             spec, _stored(ctx, ckpt_rel), cases, config, device=ctx.settings.device, progress=_Progress(ctx, item_id, job_id),
-            preloaded=preloaded.load if preloaded is not None else None, after_load=after_load,
+            preloaded=preloaded.load if preloaded is not None else None, phase_done=phase_done,
         )
         result = res.to_dict()
         result.setdefault("timings", {})

@@ -37,6 +37,7 @@ def test_celery_settings_for_long_gpu_tasks(tmp_path):
     fs = celery_config(Settings(data_dir=tmp_path))
     assert fs["broker_url"] == "filesystem://" and fs["result_backend"].startswith("db+sqlite:///")
     assert Path(fs["broker_transport_options"]["data_folder_in"]).is_dir()
+    assert fs["broker_transport_options"]["polling_interval"] == 0.1
     argv = worker_argv("q", "INFO")
     assert "--concurrency=1" in argv and "--prefetch-multiplier=1" in argv and "--pool=prefork" in argv
 
@@ -97,3 +98,27 @@ def test_the_api_caps_glibc_malloc_arenas_unless_told_otherwise(monkeypatch):
     assert limit_malloc_arenas() is sys.platform.startswith("linux")
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert limit_malloc_arenas() is False
+
+
+def test_filesystem_broker_delivers_in_the_order_sent(tmp_path):
+    """The filesystem transport delivers in file-name order, `<monotonic ms>_<uuid4>`: the dispatcher
+    spaces its sends by a millisecond so that a ranking's items are taken in position order."""
+    from kombu import Connection
+
+    from app.dispatch import CeleryDispatcher
+    from worker.celery_app import make_celery
+
+    settings = Settings(data_dir=tmp_path)
+    dispatcher = CeleryDispatcher(settings, make_celery(settings))
+    sent = [f"it_{i:03d}" for i in range(40)]
+    for item_id in sent:
+        dispatcher.score_item(item_id)
+    received = []
+    with Connection(dispatcher.celery.conf.broker_url, transport_options=dispatcher.celery.conf.broker_transport_options) as conn:
+        queue = conn.SimpleQueue(settings.task_queue)
+        for _ in sent:
+            message = queue.get(timeout=5)
+            received.append(message.payload[0][0])  # Celery protocol 2: body = (args, kwargs, embed)
+            message.ack()
+        queue.close()
+    assert received == sent
