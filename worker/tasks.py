@@ -143,6 +143,17 @@ def load_cases(ctx: WorkerContext, pilot_set: PilotSet) -> list[Any]:
     return out
 
 
+def _cases_or_fail(ctx: WorkerContext, s: Session, unit: Any, pilot_set: PilotSet, finish: Callable[..., None]) -> list[Any] | None:
+    """The pilot set's cases; None after failing `unit` (a ranking item, a confirmation fold) with
+    `finish` when its stored files cannot be read (removed or corrupted under us)."""
+    try:
+        return load_cases(ctx, pilot_set)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file fails the unit, not the worker
+        log.warning("pilot set cases unreadable: %s", type(exc).__name__)
+        finish(s, unit, "failed", error_code="pilot_set_unreadable", error_detail="the pilot set's stored cases cannot be read")
+        return None
+
+
 def _finish_item(s: Session, item: RankingItem, status: str, **fields: Any) -> None:
     item.status = status
     for k, v in fields.items():
@@ -260,15 +271,9 @@ def _score_item(ctx: WorkerContext, item_id: str, slot: Prefetched[Any] | None) 
         spec_json, ckpt_rel, sha = dict(model.spec), model.checkpoint_path, model.sha256
         config_json, config_hash, job_id, ps_id, model_id = dict(job.config), job.config_hash, job.id, pilot_set.id, model.id
         position = item.position
-        if slot is not None and slot.pilot_set_id == ps_id:
-            cases = slot.cases
-        else:
-            try:
-                cases = load_cases(ctx, pilot_set)
-            except Exception as exc:  # noqa: BLE001 - files removed or corrupted under us
-                log.warning("pilot set cases unreadable: %s", type(exc).__name__)
-                _finish_item(s, item, "failed", error_code="pilot_set_unreadable", error_detail="the pilot set's stored cases cannot be read")
-                return "failed"
+        cases = slot.cases if slot is not None and slot.pilot_set_id == ps_id else _cases_or_fail(ctx, s, item, pilot_set, _finish_item)
+        if cases is None:
+            return "failed"
     key = _load_key(ctx, ckpt_rel, sha, spec_json, config_json, cases[0].n_channels)
     preloaded = slot if slot is not None and slot.key == key else None
 
@@ -453,11 +458,8 @@ def finetune_item_impl(ctx: WorkerContext, unit_id: str) -> str:
         spec_json, ckpt_rel, conf_id, ps_id, model_id = dict(model.spec), model.checkpoint_path, conf.id, pilot_set.id, model.id
         num_classes = int(pilot_set.num_foreground) + 1
         key_hash = unit.key_hash
-        try:
-            cases = load_cases(ctx, pilot_set)
-        except Exception as exc:  # noqa: BLE001 - files removed or corrupted under us
-            log.warning("pilot set cases unreadable: %s", type(exc).__name__)
-            _finish_unit(s, unit, "failed", error_code="pilot_set_unreadable", error_detail="the pilot set's stored cases cannot be read")
+        cases = _cases_or_fail(ctx, s, unit, pilot_set, _finish_unit)
+        if cases is None:
             return "failed"
 
     held_out = set(plan[fold])

@@ -34,3 +34,27 @@ def score_row(
         code_version=fields.pop("code_version", "1"),
         **fields,
     )
+
+
+
+def tiny_world(api: Any, headers: dict[str, str], ctx: Any, checkpoints: list[Any], tmp_path: Any, n_cases: int) -> tuple[str, list[str]]:
+    """Through the API: an `n_cases` pilot set (K = 2) and one model per tiny nnssl checkpoint, each
+    validated by the worker's task body. Returns (pilot set id, model ids in checkpoint order)."""
+    import json
+
+    from tests.integration.ckpt_builder import SPEC
+    from tests.utils.archives import nnunet_files, write_zip
+    from worker.tasks import validate_model_impl
+
+    with open(write_zip(tmp_path / "p.zip", nnunet_files(n_cases, k=2)), "rb") as fh:
+        r = api.post("/v1/pilot-sets", headers=headers, files={"archive": ("p.zip", fh)})
+    assert r.status_code == 201, r.text
+    pilot_set = r.json()["id"]
+    models = []
+    for i, path in enumerate(checkpoints):
+        r = api.post("/v1/models", headers=headers, files={"spec": (None, json.dumps({**SPEC, "name": f"tiny-{i}"})),
+                                                            "checkpoint": ("checkpoint_final.pth", path.read_bytes())})
+        assert r.status_code == 201, r.text
+        models.append(r.json()["id"])
+    assert [validate_model_impl(ctx, m) for m in models] == ["ready"] * len(models)
+    return pilot_set, models

@@ -6,7 +6,6 @@ limit, deleted inputs and start-up re-queueing."""
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -23,12 +22,11 @@ from models_registry.tables import (
     FinetuneRecord,
     RankingJob,
 )
-from tests.integration.ckpt_builder import SPEC, build_checkpoint
-from tests.utils.archives import nnunet_files, write_zip
-from tests.utils.factories import score_row
+from tests.integration.ckpt_builder import build_checkpoint
+from tests.utils.factories import score_row, tiny_world
 from transferability.evaluation import weighted_tau
 from transferability.fusion import fuse
-from worker.tasks import WorkerContext, finetune_item_impl, validate_model_impl
+from worker.tasks import WorkerContext, finetune_item_impl
 
 # one torch thread: the API default (threads None: all of them) is ~10x slower here when other processes share the 2 cores
 TINY = {"patch": [16, 16, 16], "batch_size": 1, "threads": 1}
@@ -48,18 +46,8 @@ def world(api, keys, settings, sessions, dispatcher, checkpoints, tmp_path):  # 
     """Tenant a: three validated tiny models, a 3-case pilot set (K = 2), a finished ranking of the three."""
     h = {"X-API-Key": keys["a"]}
     ctx = WorkerContext(settings, sessions, settings.storage_root)
-    with open(write_zip(tmp_path / "p.zip", nnunet_files(3, k=2)), "rb") as fh:
-        r = api.post("/v1/pilot-sets", headers=h, files={"archive": ("p.zip", fh)})
-    assert r.status_code == 201, r.text
-    ps = r.json()["id"]
-    models = []
-    for i, path in enumerate(checkpoints):
-        r = api.post("/v1/models", headers=h, files={"spec": (None, json.dumps({**SPEC, "name": f"tiny-{i}"})),
-                                                      "checkpoint": ("checkpoint_final.pth", path.read_bytes())})
-        assert r.status_code == 201, r.text
-        models.append(r.json()["id"])
+    ps, models = tiny_world(api, h, ctx, checkpoints, tmp_path, n_cases=3)
     assert sorted(dispatcher.validated) == sorted(models)
-    assert [validate_model_impl(ctx, m) for m in models] == ["ready"] * len(models)
     r = api.post("/v1/rankings", headers=h, json={"pilot_set_id": ps, "model_ids": models})
     assert r.status_code == 202, r.text
     rid = r.json()["id"]

@@ -5,7 +5,6 @@ foreground, and a stale, failed or switched-off slot changes nothing."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
@@ -14,11 +13,11 @@ import pytest
 from sqlalchemy import delete
 
 from models_registry.tables import ModelScore, RankingItem, RankingJob
-from tests.integration.ckpt_builder import SPEC, build_checkpoint
-from tests.utils.archives import nnunet_files, write_zip
+from tests.integration.ckpt_builder import build_checkpoint
+from tests.utils.factories import tiny_world
 from worker import tasks
 from worker.prefetch import LoadKey, Prefetcher
-from worker.tasks import PREFETCH, WorkerContext, score_item_impl, validate_model_impl
+from worker.tasks import PREFETCH, WorkerContext, score_item_impl
 
 KEY = LoadKey("c", "sha", "{}", "kaiming", 0, "cpu", 1)
 
@@ -111,15 +110,7 @@ def ranking(api, keys, settings, sessions, checkpoints, tmp_path):  # type: igno
     """Tenant a: three validated tiny models and a queued ranking of them on a 2-case pilot set."""
     h = {"X-API-Key": keys["a"]}
     ctx = WorkerContext(settings, sessions, settings.storage_root)
-    with open(write_zip(tmp_path / "p.zip", nnunet_files(2, k=2)), "rb") as fh:
-        ps = api.post("/v1/pilot-sets", headers=h, files={"archive": ("p.zip", fh)}).json()["id"]
-    models = []
-    for i, path in enumerate(checkpoints):
-        r = api.post("/v1/models", headers=h, files={"spec": (None, json.dumps({**SPEC, "name": f"tiny-{i}"})),
-                                                      "checkpoint": ("checkpoint_final.pth", path.read_bytes())})
-        assert r.status_code == 201, r.text
-        models.append(r.json()["id"])
-    assert [validate_model_impl(ctx, m) for m in models] == ["ready"] * 3
+    ps, models = tiny_world(api, h, ctx, checkpoints, tmp_path, n_cases=2)
     r = api.post("/v1/rankings", headers=h, json={"pilot_set_id": ps, "model_ids": models, "config": CONFIG})
     assert r.status_code == 202, r.text
     with sessions() as s:
