@@ -42,7 +42,9 @@ if command -v redis-server >/dev/null && command -v pg_ctlcluster >/dev/null; th
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null 2>&1 || true
   ZOO_DB=(--database-url "postgresql+psycopg://postgres@127.0.0.1:5432/test" --broker-url "redis://127.0.0.1:6379/5")
 fi
-timeout 420 python3 bench/zoo.py --zoo resencl --device cuda --models 7 --cases 10 --shape 160 160 160 "${ZOO_DB[@]}" \
+# ZOO_ARGS overrides the zoo's size (a CPU smoke run of this script: ZOO_ARGS="--device cpu --models 2 --cases 2 --shape 40 40 40")
+read -r -a ZOO_SIZE <<< "${ZOO_ARGS:---device cuda --models 7 --cases 10 --shape 160 160 160}"
+timeout 420 python3 bench/zoo.py --zoo resencl "${ZOO_SIZE[@]}" "${ZOO_DB[@]}" \
   --work-dir /tmp/bench-zoo > "$OUT/zoo_gpu.json" 2> "$OUT/zoo_gpu.err"; echo "zoo rc=$?"
 fi
 python3 - "$OUT" <<'PY'

@@ -501,7 +501,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (`timeout`, a scheduler) unwinds like Ctrl-C, so that the running arm stops its service."""
+    def handler(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _stop_on_sigterm()
     print(json.dumps(run(parse_args(argv)), indent=2))
     return 0
 
