@@ -274,16 +274,12 @@ def _score_item(ctx: WorkerContext, item_id: str, slot: Prefetched[Any] | None) 
         cases = slot.cases if slot is not None and slot.pilot_set_id == ps_id else _cases_or_fail(ctx, s, item, pilot_set, _finish_item)
         if cases is None:
             return "failed"
-    key = _load_key(ctx, ckpt_rel, sha, spec_json, config_json, cases[0].n_channels)
-    preloaded = slot if slot is not None and slot.key == key else None
 
-    start_after = _prefetch_phase(key.device)
-
-    def phase_done(phase: str) -> None:
-        if phase == start_after and ctx.settings.prefetch_next:
+    def prefetch_next() -> None:
+        if ctx.settings.prefetch_next:
             _prefetch_next(ctx, job_id, item_id, position, ps_id, config_json, config_hash, cases)
 
-    status, fields = _run_pipeline(ctx, item_id, job_id, spec_json, ckpt_rel, cases, config_json, preloaded, phase_done)
+    status, fields = _run_pipeline(ctx, item_id, job_id, spec_json, ckpt_rel, sha, cases, config_json, slot, prefetch_next)
 
     def record() -> str:
         with ctx.sessions() as s:
@@ -324,12 +320,11 @@ def _prefetch_phase(device: str) -> str:
 
 
 def _load_key(
-    ctx: WorkerContext, ckpt_rel: str, sha: str, spec_json: dict[str, Any], config_json: dict[str, Any], in_channels: int
+    ctx: WorkerContext, ckpt_rel: str, sha: str, spec_json: dict[str, Any], config: ScoringConfig, in_channels: int
 ) -> LoadKey:
     """What the model `score_model` would load for this item depends on (worker.prefetch.LoadKey)."""
     from worker.adapters import resolve_device
 
-    config = ScoringConfig.from_dict(config_json)
     return LoadKey(
         checkpoint=ckpt_rel, sha256=sha, spec_json=json.dumps(spec_json, sort_keys=True), decoder_init=config.decoder_init,
         decoder_seed=config.decoder_seed, device=resolve_device(ctx.settings.device), in_channels=int(in_channels),
@@ -345,9 +340,7 @@ def _prefetch_next(
     try:
         with ctx.sessions() as s:
             queued = s.scalars(
-                select(RankingItem)
-                .where(RankingItem.ranking_id == job_id, RankingItem.status == "queued", RankingItem.id != item_id)
-                .order_by(RankingItem.position)
+                select(RankingItem).where(RankingItem.ranking_id == job_id, RankingItem.status == "queued", RankingItem.id != item_id)
             ).all()
             mode = _numeric_mode(ctx, config_json)
             for nxt in sorted(queued, key=lambda it: (it.position < position, it.position)):
@@ -362,23 +355,33 @@ def _prefetch_next(
                 return
         from worker.pipeline import load_model
 
-        key = _load_key(ctx, ckpt_rel, sha, spec_json, config_json, cases[0].n_channels)
         spec, config, path = ModelSpec.model_validate(spec_json), ScoringConfig.from_dict(config_json), _stored(ctx, ckpt_rel)
+        key = _load_key(ctx, ckpt_rel, sha, spec_json, config, cases[0].n_channels)
         PREFETCH.start(next_id, key, ps_id, cases, lambda: load_model(spec, path, config, key.device, key.in_channels))
     except Exception as exc:  # noqa: BLE001 - a missed prefetch only costs the next item its load time
         log.warning("could not start loading the next model ahead: %s", type(exc).__name__)
 
 
 def _run_pipeline(
-    ctx: WorkerContext, item_id: str, job_id: str, spec_json: dict[str, Any], ckpt_rel: str, cases: list[Any], config_json: dict[str, Any],
-    preloaded: Prefetched[Any] | None = None, phase_done: Callable[[str], None] | None = None,
+    ctx: WorkerContext, item_id: str, job_id: str, spec_json: dict[str, Any], ckpt_rel: str, sha: str, cases: list[Any],
+    config_json: dict[str, Any], slot: Prefetched[Any] | None = None, prefetch_next: Callable[[], None] | None = None,
 ) -> tuple[str, dict[str, Any]]:
+    """score_model on this item; the slot's model is used when it was loaded under this item's load
+    key, and `prefetch_next` is called at the point `_prefetch_phase` picks for this device."""
     from worker.adapters import ModelLoadError
     from worker.pipeline import score_model
 
     try:
         spec = ModelSpec.model_validate(spec_json)
         config = ScoringConfig.from_dict(config_json)
+        key = _load_key(ctx, ckpt_rel, sha, spec_json, config, cases[0].n_channels)
+        preloaded = slot if slot is not None and slot.key == key else None
+        start_after = _prefetch_phase(key.device)
+
+        def phase_done(phase: str) -> None:
+            if prefetch_next is not None and phase == start_after:
+                prefetch_next()
+
         t0 = time.perf_counter()
         res = score_model(
             spec, _stored(ctx, ckpt_rel), cases, config, device=ctx.settings.device, progress=_Progress(ctx, item_id, job_id),

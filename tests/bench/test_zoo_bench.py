@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import psutil
 import pytest
 
 from bench import zoo
+from tests.integration.services import PG_SERVER
+from tests.integration.services import REDIS as REDIS_SERVER
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -101,8 +102,7 @@ def test_no_service_process_left_behind(report: dict) -> None:
     assert report["_service_processes_after"] == []
 
 
-PG = os.environ.get("TOPORANK_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REDIS = os.environ.get("TOPORANK_TEST_REDIS", "redis://127.0.0.1:6379/15")
+PG, REDIS = PG_SERVER, REDIS_SERVER  # the servers every PostgreSQL + Redis test uses (.ci/run starts them)
 
 
 def _bench_leftovers_on_servers() -> tuple[list[str], list[bytes]]:
@@ -125,10 +125,7 @@ def _bench_leftovers_on_servers() -> tuple[list[str], list[bytes]]:
 
 def test_postgres_and_redis_arms_run_and_clean_up(tmp_path: Path) -> None:
     """`--database-url` / `--broker-url`: serve on a fresh database per arm and its own queue, all removed after."""
-    try:
-        before = _bench_leftovers_on_servers()
-    except Exception as exc:  # noqa: BLE001 - no servers here: nothing to check
-        pytest.skip(f"PostgreSQL or Redis unreachable ({type(exc).__name__})")
+    before = _bench_leftovers_on_servers()
     out = zoo.run(zoo.parse_args([*SMALL, "--work-dir", str(tmp_path), "--database-url", PG, "--broker-url", REDIS,
                                    "--keep-service-dirs"]))
     assert [a["arm"] for a in out["arms"]] == ["off", "on"]

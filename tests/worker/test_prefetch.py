@@ -15,6 +15,7 @@ from sqlalchemy import delete
 from models_registry.tables import ModelScore, RankingItem, RankingJob
 from tests.integration.ckpt_builder import build_checkpoint
 from tests.utils.factories import tiny_world
+from transferability.config import ScoringConfig
 from worker import tasks
 from worker.prefetch import LoadKey, Prefetcher
 from worker.tasks import PREFETCH, WorkerContext, score_item_impl
@@ -209,5 +210,6 @@ def _start(ctx, sessions, rid: str, item_id: str, load) -> None:  # type: ignore
         job = s.get(RankingJob, rid)
         model = s.get(Model, s.get(RankingItem, item_id).model_id)
         cases = tasks.load_cases(ctx, s.get(PilotSet, job.pilot_set_id))
-        key = tasks._load_key(ctx, model.checkpoint_path, model.sha256, dict(model.spec), dict(job.config), cases[0].n_channels)
+        key = tasks._load_key(ctx, model.checkpoint_path, model.sha256, dict(model.spec), ScoringConfig.from_dict(job.config),
+                              cases[0].n_channels)
         PREFETCH.start(item_id, key, job.pilot_set_id, cases, load)
