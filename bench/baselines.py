@@ -7,10 +7,12 @@ Three measurements, each against a baseline measured in the same run on the same
 - all_baselines: `score_all` (every baseline, CCFV over 8 cases) at N=4096, D=320, 4 classes, on
   two feature distributions: "anisotropic" (power-law spectrum, typical of deep features) and
   "isotropic" (the worst case for the PCA -> GMM of NLEEP); target <= 5 s. Three schedules of the
-  same computation, timed alternately: "previous" (each metric in turn, the NLEEP mixture by
-  scikit-learn's GaussianMixture then predict_proba: the code before the thread pool), "serial"
-  (`n_jobs=1`) and "parallel" (`n_jobs` = the CPUs of this process); target parallel <= 0.55x
-  previous, and the three must agree bit for bit.
+  same computation, timed alternately: "previous" (each metric in turn, the NLEEP PCA and mixture
+  by scikit-learn's PCA, GaussianMixture then predict_proba: the code before the thread pool),
+  "serial" (`n_jobs=1`) and "parallel" (`n_jobs` = the CPUs of this process); target parallel
+  <= 0.55x previous. Serial and parallel must agree bit for bit, and with previous to 1e-9
+  relative (the mixture's covariances are now a symmetric product and its PCA an eigensolve, which
+  round differently).
 - ccfv_trace_sqrt: tr sqrtm(Σ1 Σ2) and the Gaussian W2 from our symmetric factorisation vs
   ``scipy.linalg.sqrtm`` as in the released CCFV code; agreement target 1e-8 relative. When
   Σ1 Σ2 is singular (fewer samples than dimensions) sqrtm itself is off by ~1e-8, so one such
@@ -27,7 +29,9 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -61,6 +65,7 @@ TARGETS = {
     "logme_large_seconds_max": 2.0,
     "all_baselines_seconds_max": 5.0,
     "parallel_over_previous_max": 0.55,
+    "previous_rel_diff_max": 1e-9,
     "trace_sqrt_rel_diff_max": 1e-8,
 }
 
@@ -85,6 +90,28 @@ def _features(n: int, d: int, n_classes: int, kind: str, seed: int) -> tuple[np.
     means = rng.normal(size=(n_classes, d)) * std * 0.1  # overlapping classes: no metric saturates
     rot, _ = np.linalg.qr(rng.normal(size=(d, d)))
     return ((means[labels] + rng.normal(size=(n, d)) * std) @ rot.T), labels
+
+
+def thread_scaling(repeats: int = 3) -> float:
+    """Throughput of two threads over one on the same single-threaded BLAS products: 2.0 when the
+    host gives this process two free cores, nearer 1.0 when it steals CPU (then the parallel
+    schedule's figures say little)."""
+    a = np.random.default_rng(0).normal(size=(384, 384))
+
+    def work() -> None:
+        for _ in range(40):
+            a @ a
+
+    def two() -> None:
+        helper = threading.Thread(target=work)
+        helper.start()
+        work()
+        helper.join()
+
+    with threadpool_limits(limits=1):
+        one_s = _best_of(work, repeats)[0]
+        two_s = _best_of(two, repeats)[0]
+    return round(2 * one_s / two_s, 2)
 
 
 def bench_logme(repeats: int) -> dict[str, Any]:
@@ -167,6 +194,8 @@ def bench_all(kind: str, repeats: int) -> dict[str, Any]:
 
     pca_dims = int(PCA(n_components=0.8, svd_solver="full").fit(feats).n_components_)
     ratio = best["parallel"] / best["previous"]
+    rel_diff = {k: abs(scores[k] - v) / max(abs(v), 1e-300) if k in scores else None for k, v in previous.items()}
+    agrees = all(d is not None and d <= TARGETS["previous_rel_diff_max"] for d in rel_diff.values())
     return {
         "features": kind,
         "n": n,
@@ -179,8 +208,9 @@ def bench_all(kind: str, repeats: int) -> dict[str, Any]:
         "schedule_seconds": {name: round(v, 4) for name, v in best.items()},
         "schedule_runs": runs,
         "parallel_over_previous": round(ratio, 3),
+        "parallel_over_previous_of_medians": round(statistics.median(runs["parallel"]) / statistics.median(runs["previous"]), 3),
         "serial_over_previous": round(best["serial"] / best["previous"], 3),
-        "identical_to_previous": {k: previous[k] == scores.get(k) for k in previous},
+        "rel_diff_to_previous": rel_diff,
         "identical_serial_parallel": outputs["serial"][0] == scores,
         "per_metric_seconds": parts,
         "scores": scores,
@@ -188,7 +218,8 @@ def bench_all(kind: str, repeats: int) -> dict[str, Any]:
         "em_iterations": diag["nleep_gmm"]["em_iterations"],
         "pass": best["parallel"] <= TARGETS["all_baselines_seconds_max"]
         and ratio <= TARGETS["parallel_over_previous_max"]
-        and all(previous[k] == scores.get(k) for k in previous),
+        and agrees
+        and outputs["serial"][0] == scores,
     }
 
 
@@ -295,9 +326,11 @@ def main() -> None:
         },
         "targets": TARGETS,
     }
+    report["machine"]["two_thread_speedup_before"] = thread_scaling()
     for name, run in parts.items():
         if not args.only or name in args.only:
             report[name] = run()
+    report["machine"]["two_thread_speedup_after"] = thread_scaling()
     print(json.dumps(report, indent=2))
 
 

@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-SCORING_CODE_VERSION = "2"
+SCORING_CODE_VERSION = "3"
 """Bump when a change alters any score for the same inputs; it is part of the config hash."""
 
 DecoderInit = Literal["kaiming", "xavier", "gaussian"]

