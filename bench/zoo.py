@@ -16,7 +16,8 @@ worker used a model loaded ahead); each item's start and finish come from the ar
 database (the API does not expose them): `run_order` is the order the worker took the items in.
 `other_cpu_s`, the CPU seconds used during the timed ranking by processes other than the bench and
 the service (PostgreSQL and Redis included), flags a run disturbed by other load (on 2 cores it
-slowed extraction several-fold). Then serve is stopped and its processes checked gone
+slowed extraction several-fold); `host_steal_s`, the CPU seconds the hypervisor gave to other
+guests meanwhile, flags a run disturbed from outside the machine (every phase slows alike). Then serve is stopped and its processes checked gone
 (`leftover_processes`, killed if any).
 
 In-run baseline: the off arm. `comparison.target_met` is the issue's target, the end-to-end time
@@ -299,8 +300,9 @@ def service(args: argparse.Namespace, prefetch: bool, service_dir: Path, poll_s:
 
 
 # ----------------------------------------------------------------------------- rankings
-def _busy_cpu_s(pid: int) -> tuple[float, float]:
-    """(CPU seconds the whole machine has been busy, CPU seconds of this process and of `pid` with its descendants)."""
+def _busy_cpu_s(pid: int) -> tuple[float, float, float]:
+    """(CPU seconds the whole machine has been busy, CPU seconds of this process and of `pid` with
+    its descendants, CPU seconds the hypervisor gave to other guests while this one wanted them)."""
     import psutil
 
     t = psutil.cpu_times()
@@ -314,22 +316,23 @@ def _busy_cpu_s(pid: int) -> tuple[float, float]:
             own += c.user + c.system + c.children_user + c.children_system
         except psutil.NoSuchProcess:
             pass
-    return busy, own
+    return busy, own, getattr(t, "steal", 0.0)
 
 
 def timed_ranking(client: Client, pilot_set: Any, model_ids: list[str], config: dict[str, Any], timeout_s: float,
-                  server_pid: int) -> tuple[Any, float, float]:
+                  server_pid: int) -> tuple[Any, float, float, float]:
     """POST /v1/rankings and poll every 0.1 s until terminal; (the finished job, seconds POST -> terminal,
-    CPU seconds spent meanwhile by processes other than the bench and the service: noise on this machine)."""
-    busy0, own0 = _busy_cpu_s(server_pid)
+    CPU seconds spent meanwhile by processes other than the bench and the service, and CPU seconds
+    stolen by the hypervisor meanwhile: both noise on this machine)."""
+    busy0, own0, steal0 = _busy_cpu_s(server_pid)
     t0 = time.perf_counter()
     job = client.wait(client.rank(pilot_set, model_ids, config), poll_s=0.1, timeout=timeout_s)
     seconds = time.perf_counter() - t0
-    busy1, own1 = _busy_cpu_s(server_pid)
+    busy1, own1, steal1 = _busy_cpu_s(server_pid)
     if job.status != "succeeded":
         errors = "; ".join(f"{it.model_name}: {it.error.code} {it.error.detail}" for it in job.items if it.error)
         raise RuntimeError(f"ranking {job.id} ended {job.status} ({errors})")
-    return job, seconds, max(0.0, (busy1 - busy0) - (own1 - own0))
+    return job, seconds, max(0.0, (busy1 - busy0) - (own1 - own0)), max(0.0, steal1 - steal0)
 
 
 def item_times(database_url: str, ranking_id: str) -> dict[str, tuple[float | None, float | None]]:
@@ -401,13 +404,15 @@ def run_arm(args: argparse.Namespace, inputs: Inputs, arm: str, repeat: int, wor
         setup_s = time.perf_counter() - t_setup
         config = {**args.config, "seed": args.seed}
         pid = svc.process.pid
-        _, first_s, _ = timed_ranking(client, pilot_set, ids[:1], {**config, "seed": args.seed + 1}, args.timeout_s, pid)
+        _, first_s, _, _ = timed_ranking(client, pilot_set, ids[:1], {**config, "seed": args.seed + 1}, args.timeout_s, pid)
         say(f"arm {arm}: warm-up ranking of 1 model {first_s:.1f} s; timing the zoo of {len(ids)}")
-        job, e2e_s, other_cpu_s = timed_ranking(client, pilot_set, ids, config, args.timeout_s, pid)
+        job, e2e_s, other_cpu_s, steal_s = timed_ranking(client, pilot_set, ids, config, args.timeout_s, pid)
         rows = model_rows(job, item_times(svc.database_url, job.id))
-    say(f"arm {arm}: e2e {e2e_s:.1f} s (other processes used {other_cpu_s:.1f} CPU s meanwhile); serve stopped")
+    say(f"arm {arm}: e2e {e2e_s:.1f} s (other processes used {other_cpu_s:.1f} CPU s meanwhile, the host stole "
+        f"{steal_s:.1f}); serve stopped")
     out = {"arm": arm, "prefetch_next": prefetch, "repeat": repeat, "setup_s": round(setup_s, 3),
            **summarise_arm(e2e_s, first_s, rows), "other_cpu_s": round(other_cpu_s, 3),
+           "host_steal_s": round(steal_s, 3),
            "leftover_processes": svc.leftover, "models": rows}
     if not args.keep_service_dirs:
         import shutil
