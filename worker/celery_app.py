@@ -14,6 +14,7 @@ from celery import Celery
 from celery.signals import worker_init
 
 from toporank.settings import Settings, get_settings
+from worker.fs_broker import TRANSPORT as FS_TRANSPORT
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -50,6 +51,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # average between two items of a ranking); a listing of one small folder each time.
             "polling_interval": settings.broker_poll_s,
         }
+        conf["broker_transport"] = FS_TRANSPORT  # message files appear whole (worker/fs_broker.py)
         conf["worker_enable_remote_control"] = False
         settings.data_root.mkdir(parents=True, exist_ok=True)
     elif broker.startswith(("redis", "rediss")):
