@@ -190,9 +190,7 @@ def bench_all(kind: str, repeats: int) -> dict[str, Any]:
         "ccfv": lambda: ccfv(cases),
     }.items():
         parts[name] = round(_best_of(fn, 1)[0], 4)
-    from sklearn.decomposition import PCA
-
-    pca_dims = int(PCA(n_components=0.8, svd_solver="full").fit(feats).n_components_)
+    pca_dims = int(diag["nleep_gmm"]["pca_dims"])
     ratio = best["parallel"] / best["previous"]
     rel_diff = {k: abs(scores[k] - v) / max(abs(v), 1e-300) if k in scores else None for k, v in previous.items()}
     agrees = all(d is not None and d <= TARGETS["previous_rel_diff_max"] for d in rel_diff.values())

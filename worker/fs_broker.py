@@ -28,6 +28,8 @@ TRANSPORT = f"{__name__}:Transport"
 
 
 class Channel(filesystem.Channel):
+    """kombu's filesystem channel; only the writing of a message differs."""
+
     def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
         """Write `payload` for `queue` beside its final name, then rename it into place."""
         # kombu's name: <monotonic ms>_<uuid4>.<queue>.msg, taken in name order.
