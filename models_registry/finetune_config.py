@@ -24,6 +24,14 @@ class FinetuneConfig:
     encoders does; `encoder_lr_scale` gives the encoder a smaller learning rate than decoder and head
     (1: one rate for all, as nnU-Net); augmentation is intensity only (no mirroring: some tasks are
     lateralised). Training and prediction run channels-last (faster 3-D convolutions on the CPU).
+
+    Three options serve the validation benchmark's truth (docs/validation.md, protocol v2) and are
+    off by default: `swa_fraction` predicts with the uniform average of the weights over the last
+    part of the run (less run-to-run noise), `eval_fractions` also measures held-out Dice at those
+    fractions of the steps (snapshots of the one run, with its weights at that step), and
+    `train_encoder=False` keeps the encoder frozen for the whole run (decoder and head trained alone).
+    `lr_ramp_steps` sets the linear learning-rate ramp apart from the encoder warm-up (None: the ramp
+    lasts the warm-up, as before; 0: poly decay from the full rate at step 0, nnU-Net's schedule).
     """
 
     steps: int = 120
@@ -42,6 +50,14 @@ class FinetuneConfig:
     seed: int = 0
     sw_overlap: float = 0.5
     threads: int | None = 1
+    swa_fraction: float = 0.0
+    eval_fractions: tuple[float, ...] = ()
+    train_encoder: bool = True
+    lr_ramp_steps: int | None = None
+
+    OPTIONAL = ("swa_fraction", "eval_fractions", "train_encoder", "lr_ramp_steps")
+    """Fields written by `to_dict` only when they differ from their defaults, so the configs (and the
+    record keys) of runs that do not use them read as they did before the fields existed."""
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -70,6 +86,12 @@ class FinetuneConfig:
             raise ValueError("sw_overlap must be in [0, 1)")
         if self.threads is not None and self.threads < 1:
             raise ValueError("threads must be >= 1 or None")
+        if self.lr_ramp_steps is not None and not 0 <= self.lr_ramp_steps < self.steps:
+            raise ValueError("lr_ramp_steps must be in [0, steps) or None (ramp over the encoder warm-up)")
+        if not 0.0 <= self.swa_fraction < 1.0:
+            raise ValueError("swa_fraction must be in [0, 1)")
+        if any(not 0.0 < f < 1.0 for f in self.eval_fractions) or list(self.eval_fractions) != sorted(set(self.eval_fractions)):
+            raise ValueError("eval_fractions must be increasing fractions in (0, 1)")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "FinetuneConfig":
@@ -81,9 +103,25 @@ class FinetuneConfig:
             raise ValueError(f"unknown fine-tune config key(s): {', '.join(unknown)}")
         if "patch" in data:
             data["patch"] = tuple(int(p) for p in data["patch"])
+        if "eval_fractions" in data:
+            data["eval_fractions"] = tuple(float(f) for f in data["eval_fractions"])
         return cls(**data)
+
+    def swa_start(self) -> int:
+        """The first step (0-based) whose weights enter the average; `steps` when averaging is off."""
+        if self.swa_fraction <= 0.0:
+            return self.steps
+        return self.steps - max(1, int(round(self.swa_fraction * self.steps)))
+
+    def eval_steps(self) -> list[int]:
+        """The step counts (1-based, after that many optimiser steps) of the `eval_fractions` snapshots."""
+        return [max(1, min(self.steps - 1, int(round(f * self.steps)))) for f in self.eval_fractions]
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["patch"] = list(self.patch)
+        out["eval_fractions"] = list(self.eval_fractions)
+        for name in self.OPTIONAL:
+            if getattr(self, name) == getattr(FinetuneConfig, name):
+                out.pop(name)
         return out

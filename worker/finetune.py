@@ -57,11 +57,15 @@ class FinetuneResult:
     num_classes: int
     recipe: dict[str, Any] = field(default_factory=dict)
     code_version: str = FINETUNE_CODE_VERSION
+    snapshots: list[dict[str, Any]] = field(default_factory=list)  # Dice at `eval_fractions` of the run, in step order
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON view; an undefined Dice (a class absent from every test case) is None."""
+        """JSON view; an undefined Dice (a class absent from every test case) is None. `snapshots`
+        appears only when the config asked for some (records of runs without them are unchanged)."""
         out = asdict(self)
         out["losses"] = [list(x) for x in self.losses]
+        if not self.snapshots:
+            out.pop("snapshots")
         return _nan_to_none(out)
 
 
@@ -192,8 +196,9 @@ def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor, smooth: float = 1e-
 
 
 def _lr_at(step: int, cfg: FinetuneConfig) -> float:
-    """Linear ramp over the encoder warm-up, then poly decay over the remaining steps."""
-    w = cfg.encoder_warmup_steps
+    """Linear ramp over the first `lr_ramp_steps` (by default the encoder warm-up), then poly decay
+    over the remaining steps."""
+    w = cfg.encoder_warmup_steps if cfg.lr_ramp_steps is None else cfg.lr_ramp_steps
     if step < w:
         return cfg.lr * (step + 1) / w
     return cfg.lr * (1.0 - (step - w) / (cfg.steps - w)) ** cfg.poly_exponent
@@ -344,9 +349,14 @@ def _run(
     losses: list[tuple[int, float]] = []
     window: list[float] = []
     log_every = max(1, cfg.steps // 20)
+    swa_start = cfg.swa_start()
+    snapshot_at = dict(zip(cfg.eval_steps(), cfg.eval_fractions))
+    snapshots: list[dict[str, Any]] = []
+    average = _WeightAverage()
+    predict_s = 0.0
     net.train()
     for step in range(cfg.steps):
-        frozen = step < cfg.encoder_warmup_steps
+        frozen = not cfg.train_encoder or step < cfg.encoder_warmup_steps
         for p in net.encoder.parameters():
             p.requires_grad_(not frozen)
         for g in opt.param_groups:
@@ -367,26 +377,35 @@ def _run(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)  # nnU-Net clips at 12
         opt.step()
+        if step >= swa_start:
+            average.add(net)
         window.append(float(loss.detach()))
         if (step + 1) % log_every == 0 or step + 1 == cfg.steps:
             losses.append((step + 1, float(np.mean(window))))
             window = []
             report("train", (step + 1) / cfg.steps)
+        if step + 1 in snapshot_at:  # Dice of the weights as they are at this step (a snapshot of this run)
+            t1 = time.perf_counter()
+            net.eval()
+            ev = _evaluate(net, test, prep, num_classes, cfg, device)
+            net.train()
+            snapshots.append({"fraction": snapshot_at[step + 1], "step": step + 1, "dice": ev.dice, "per_case": ev.per_case,
+                              "per_class": ev.per_class})
+            predict_s += time.perf_counter() - t1
     net.eval()
-    seconds["train"] = time.perf_counter() - t0
+    if average.count:
+        average.load_into(net)
+    seconds["train"] = time.perf_counter() - t0 - predict_s
+    if snapshots:
+        seconds["snapshots"] = predict_s
 
     t0 = time.perf_counter()
-    per_case_class: list[dict[str, float | None]] = []
-    for m, case in enumerate(test):
-        pred = predict_case(net, case, prep, num_classes, cfg.patch, cfg.sw_overlap, torch.device(device))
-        per_case_class.append(dice_per_class(pred, case.label, num_classes))
-        report("predict", (m + 1) / len(test))
+    ev = _evaluate(net, test, prep, num_classes, cfg, device, lambda m: report("predict", (m + 1) / len(test)))
     seconds["predict"] = time.perf_counter() - t0
     seconds["total"] = sum(seconds.values())
-    per_case = [_mean_defined(list(d.values())) for d in per_case_class]
-    per_class = {str(c): _mean_defined([d[str(c)] for d in per_case_class]) for c in range(1, num_classes)}
+    per_case, per_class, per_case_class = ev.per_case, ev.per_class, ev.per_case_class
     return FinetuneResult(
-        dice=float(np.nanmean(per_case)) if not all(math.isnan(v) for v in per_case) else float("nan"),
+        dice=ev.dice,
         per_case=per_case,
         per_class=per_class,
         per_case_class=per_case_class,
@@ -409,5 +428,67 @@ def _run(
             "decoder": f"fresh RandomDecoder ({cfg.decoder_init}, seed {cfg.seed}) + 1x1x1 head",
             "device": device,
             "threads": torch.get_num_threads(),
+            **_optional_recipe(cfg, average.count),
         },
+        snapshots=snapshots,
     )
+
+
+def _optional_recipe(cfg: FinetuneConfig, averaged: int) -> dict[str, Any]:
+    """The recipe lines of the optional protocol settings, only when they are used."""
+    out: dict[str, Any] = {}
+    if not cfg.train_encoder:
+        out["encoder"] = "frozen for the whole run (decoder and head trained alone)"
+    if averaged:
+        out["weights"] = f"uniform average of the weights after each of the last {averaged} steps (SWA), used for the final Dice"
+    if cfg.eval_fractions:
+        out["snapshots"] = f"held-out Dice also after {cfg.eval_steps()} steps, with the weights of that step"
+    return out
+
+
+class _WeightAverage:
+    """Running uniform average of a network's parameters (stochastic weight averaging). Buffers
+    are not averaged: the networks here normalise per instance and hold no running statistics."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.avg: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def add(self, net: nn.Module) -> None:
+        self.count += 1
+        for name, p in net.named_parameters():
+            if name not in self.avg:
+                self.avg[name] = p.detach().clone()
+            else:
+                self.avg[name].add_(p.detach() - self.avg[name], alpha=1.0 / self.count)
+
+    @torch.no_grad()
+    def load_into(self, net: nn.Module) -> None:
+        for name, p in net.named_parameters():
+            p.copy_(self.avg[name])
+
+
+@dataclass
+class _Evaluation:
+    dice: float
+    per_case: list[float]
+    per_class: dict[str, float]
+    per_case_class: list[dict[str, float | None]]
+
+
+def _evaluate(
+    net: nn.Module, test: Sequence[CaseVolume], prep: PreprocessingSpec, num_classes: int, cfg: FinetuneConfig, device: str,
+    done: Callable[[int], None] | None = None,
+) -> _Evaluation:
+    """Held-out Dice of `net` on `test`: per case the mean over its defined foreground classes."""
+    per_case_class: list[dict[str, float | None]] = []
+    for m, case in enumerate(test):
+        pred = predict_case(net, case, prep, num_classes, cfg.patch, cfg.sw_overlap, torch.device(device))
+        per_case_class.append(dice_per_class(pred, case.label, num_classes))
+        if done is not None:
+            done(m)
+    per_case = [_mean_defined(list(d.values())) for d in per_case_class]
+    per_class = {str(c): _mean_defined([d[str(c)] for d in per_case_class]) for c in range(1, num_classes)}
+    dice = float(np.nanmean(per_case)) if not all(math.isnan(v) for v in per_case) else float("nan")
+    return _Evaluation(dice, per_case, per_class, per_case_class)

@@ -1,4 +1,4 @@
-"""`python -m bench.validation run --profile cpu`: the validation benchmark (see docs/validation.md).
+"""`python -m bench.validation run --profile v2`: the validation benchmark (see docs/validation.md).
 
 Subcommands: `run` (build the zoo, fine-tune, score, write results/validation/<profile>/) and
 `report` (rewrite report.md and plots from an existing results.json).
@@ -33,21 +33,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.validation", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run the benchmark (resumable: cached fine-tunes and scores are reused)")
-    r.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
+    r.add_argument("--profile", default="v2", choices=sorted(PROFILES))
     r.add_argument("--tasks", nargs="+", type=Path, help="task spec files or folders to run instead of the profile's tasks")
     r.add_argument("--out", type=Path, help="output folder (default results/validation/<profile>)")
     r.add_argument("--cache", type=Path, help="cache folder (default $TOPORANK_VALIDATION_CACHE/<profile>, else ~/.cache/toporank-validation/<profile>)")
     r.add_argument("--jobs", type=int, help="worker processes (default: the profile's)")
     r.add_argument("--device", help="cpu or cuda (default: the profile's)")
     r.add_argument("--no-compute", action="store_true",
-                   help="fine-tune and score nothing: report what the cache holds, marked partial (tasks missing a fine-tune or a "
-                        "default-decoder score are left out, other decoder configs per task)")
+                   help="fine-tune and score nothing: report what the cache holds, marked partial when the plan is not complete")
+    r.add_argument("--checkpoint-min", type=float, default=10.0,
+                   help="export records.jsonl.gz every this many minutes while computing (to commit them as they land)")
     r.add_argument("--members", nargs="+", help="only these zoo members (a pilot study; default: the profile's)")
     r.add_argument("--seeds", nargs="+", type=int, help="fine-tune seeds (default: the profile's)")
     r.add_argument("--steps-scale", type=float, help="multiply every task's fine-tune steps and encoder warm-up (default: the profile's)")
     r.add_argument("--finetune", nargs="+", metavar="KEY=JSON", help="override fine-tuning settings, e.g. encoder_warmup_steps=0")
     r.add_argument("--decoders", choices=("all", "default"), default="all",
                    help="'default': score with the production decoder only (kaiming-0), skipping Table 2's sweep")
+    sl = sub.add_parser("seal", help="write the profile's sealed.json (held-out task hashes), once, before any truth")
+    sl.add_argument("--profile", default="v2", choices=sorted(PROFILES))
     rep = sub.add_parser("report", help="rewrite report.md and plots from results.json")
     rep.add_argument("results", type=Path, help="a results.json written by `run`")
     rep.add_argument("--docs", type=Path, help="also embed report.md in this page between its report markers (docs/validation.md)")
@@ -66,8 +69,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             p.error(str(exc))
         if profile != get_profile(args.profile) and args.out is None:
             p.error("a narrowed profile (--members, --seeds, --steps-scale, --finetune, --decoders default) needs its own --out folder")
-        run(profile, task_files=args.tasks, out_dir=args.out, cache_dir=args.cache, jobs=args.jobs, device=args.device,
-            compute=not args.no_compute)
+        out = args.out
+        if out is None and args.tasks:
+            p.error("--tasks needs its own --out folder (the profile's committed results are never overwritten)")
+        if out is None and args.device and args.device != profile.device:
+            p.error("a run on another device needs its own --out folder (records are keyed by device)")
+        run(profile, task_files=args.tasks, out_dir=out, cache_dir=args.cache, jobs=args.jobs, device=args.device,
+            compute=not args.no_compute, checkpoint_s=60.0 * args.checkpoint_min)
+        return 0
+    if args.cmd == "seal":
+        from bench.validation.run import REPO, SEALED_FILE, seal
+
+        profile = get_profile(args.profile)
+        path = REPO / profile.seal_dir / SEALED_FILE
+        data = seal(profile, path)
+        print(json.dumps(data, indent=2))
         return 0
     from bench.validation.report import computing_run, write_report
 

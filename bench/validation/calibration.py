@@ -1,14 +1,16 @@
 """Leave-one-task-out calibration of the fusion gate on the validation benchmark's results.
 
-`python -m bench.validation.calibration results/validation/cpu/results.json --out results/validation/cpu/calibration.json`
+`python -m bench.validation.calibration results/validation/v2/results.json --out results/validation/v2/calibration.json`
 
-One `transferability.calibration.CalibrationExample` per task, built as the report scores the
-fused metric (decoder `DEFAULT_DECODER`, the GRTD variant the report chooses as default, truth =
-mean Dice over the seeds, K of the task). For every task, a calibration is fitted on all the other
-tasks and both it and the default gate score the left-out task; the per-task weighted tau and the
-means over all tasks, the informative ones and the held-out ones are printed as JSON, together
-with the calibration fitted on every task. The default gate's tau of each task is checked to be
-the report's fused tau.
+One `transferability.calibration.CalibrationExample` per admitted, scored tuning task, built as the
+report scores the product's fused metric (decoder `DEFAULT_DECODER`, GRTD `penalised`, the
+realistic zoo, truth = mean fine-tune Dice over the seeds, K of the task). For every task, a
+calibration is fitted on all the other tasks and both it and the default gate score the left-out
+task; the per-task weighted tau and the means over all these tasks and the informative ones are
+printed as JSON, together with the calibration fitted on every task. The default gate's tau of each
+task is checked to be the report's fused tau. Sealed held-out tasks have no scores and never enter.
+(The v1 figures, from v1's schema, are in `results/validation/cpu/calibration.json` and
+docs/validation-v1.md.)
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.validation.analysis import agreement, mean_finite, reproducibility, truth_summary
-from bench.validation.report import DEFAULT_DECODER, _groups, _metric_values, default_variant
+import numpy as np
+
+from bench.validation.analysis import agreement, mean_finite
+from bench.validation.report import DEFAULT_DECODER, PRODUCT, metric_values
 from transferability.calibration import (
     CalibrationExample,
     calibration_report,
@@ -31,7 +35,8 @@ from transferability.calibration import (
 )
 from transferability.fusion import task_alpha
 
-GROUPS = ("all", "informative", "held_out")
+GROUPS = ("all", "informative")
+VARIANT = PRODUCT.removeprefix("fused_")
 
 
 def _same(x: float | None, y: float | None) -> bool:
@@ -42,46 +47,30 @@ def _same(x: float | None, y: float | None) -> bool:
 
 
 def task_examples(results: Mapping[str, Any]) -> dict[str, Any]:
-    """Per task: its CalibrationExample and the report's view of it (fused tau, groups, variant)."""
+    """Per admitted, scored tuning task: its CalibrationExample and the report's view of it."""
     inputs = results["inputs"]
-    tasks = list(inputs["tasks"])
-    models = list(inputs["models"])
-    truth_means: dict[str, dict[str, float]] = {}
-    repro: dict[str, Any] = {}
-    for t in tasks:
-        dice = {m: results["truth"][t][m]["dice"] for m in models if m in results["truth"][t]}
-        truth_means[t] = {m: s["mean"] for m, s in truth_summary(dice).items()}
-        repro[t] = reproducibility(dice)
-    groups = _groups(inputs, repro)
-    values = {t: _metric_values(results["scores"][t][DEFAULT_DECODER], inputs["tasks"][t]["k"]) for t in tasks}
-    fused = {f"fused_{v}": {t: agreement(values[t][f"fused_{v}"], truth_means[t]) for t in tasks}
-             for v in ("penalised", "contracted")}
-    variant = default_variant({m: {t: a["weighted_tau"] for t, a in per.items()} for m, per in fused.items()}, groups)["variant"]
-    stored = results.get("tables", {}).get("table1", {}).get(f"fused_{variant}", {}).get("tasks")
-
+    realistic = [m for m, info in inputs["models"].items() if info.get("realistic", True)]
+    roster = [r for r in results["roster"] if r["group"] == "tuning" and (r.get("verdict") or {}).get("admitted")
+              and DEFAULT_DECODER in results["scores"].get(r["task"], {})]
+    stored = results.get("tables", {}).get("table1", {}).get("realistic", {}).get(PRODUCT, {}).get("tasks")
     out: dict[str, Any] = {}
-    for t in tasks:
+    for r in roster:
+        t = r["task"]
         k = int(inputs["tasks"][t]["k"])
-        grtd, lbtc = values[t][f"grtd_{variant}"], values[t]["lbtc"]
-        ex = CalibrationExample(scores={m: (grtd[m], lbtc[m]) for m in grtd if m in lbtc}, truth=truth_means[t],
-                                num_foreground_classes=k)
-        report_tau = fused[f"fused_{variant}"][t]["weighted_tau"]
-        n_models = fused[f"fused_{variant}"][t]["n_models"]
-        if n_models >= 3:  # the report leaves a task with fewer than 3 models without a tau
+        truth = {m: float(np.nanmean([np.nan if d is None else d for d in results["truth"][t][m]["dice"]])) for m in realistic}
+        values = metric_values(results["scores"][t][DEFAULT_DECODER], k, realistic)
+        grtd, lbtc = values[f"grtd_{VARIANT}"], values["lbtc"]
+        ex = CalibrationExample(scores={m: (grtd[m], lbtc[m]) for m in grtd if m in lbtc}, truth=truth, num_foreground_classes=k)
+        a = agreement(values[PRODUCT], truth)
+        if a["n_models"] >= 3:  # the report leaves a task with fewer than 3 models without a tau
             mine = example_tau(ex, task_alpha(k))
-            if not _same(mine, report_tau):
-                raise AssertionError(f"{t}: default-gate tau {mine!r} differs from the report's fused tau {report_tau!r}")
-        if stored is not None and not _same(report_tau, stored.get(t)):
-            raise AssertionError(f"{t}: fused tau {report_tau!r} differs from the committed table's {stored.get(t)!r}")
-        out[t] = {
-            "example": ex if n_models >= 3 else None,
-            "k": k,
-            "held_out": bool(inputs["tasks"][t]["held_out"]),
-            "informative": bool(repro[t]["informative"]),
-            "n_models": n_models,
-            "report_fused_tau": report_tau,
-        }
-    return {"variant": variant, "tasks": out}
+            if not _same(mine, a["weighted_tau"]):
+                raise AssertionError(f"{t}: default-gate tau {mine!r} differs from the report's fused tau {a['weighted_tau']!r}")
+        if stored is not None and not _same(a["weighted_tau"], stored.get(t)):
+            raise AssertionError(f"{t}: fused tau {a['weighted_tau']!r} differs from the committed table's {stored.get(t)!r}")
+        out[t] = {"example": ex if a["n_models"] >= 3 else None, "k": k, "informative": bool(r["verdict"]["informative"]),
+                  "n_models": a["n_models"], "report_fused_tau": a["weighted_tau"]}
+    return {"variant": VARIANT, "tasks": out}
 
 
 def _clean(x: Any) -> Any:
@@ -106,7 +95,7 @@ def leave_one_task_out(results: Mapping[str, Any], kind: str = "auto") -> dict[s
 
     per_task: dict[str, Any] = {}
     for t, info in tasks.items():
-        row = {key: info[key] for key in ("k", "held_out", "informative", "n_models")}
+        row = {key: info[key] for key in ("k", "informative", "n_models")}
         row.update(tau_default=math.nan, tau_calibrated=math.nan, alpha_default=task_alpha(info["k"]),
                    alpha_calibrated=None, fold_calibration=None)
         if t in loo:
@@ -122,7 +111,6 @@ def leave_one_task_out(results: Mapping[str, Any], kind: str = "auto") -> dict[s
     members = {
         "all": list(per_task),
         "informative": [t for t, r in per_task.items() if r["informative"]],
-        "held_out": [t for t, r in per_task.items() if r["held_out"]],
     }
     means = {}
     for g in GROUPS:

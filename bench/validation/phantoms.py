@@ -224,6 +224,7 @@ def abdomen_ct(
     augment: bool = True,
     *,
     aug: Mapping[str, Any] | None = None,
+    structures: dict[str, NDArray[np.bool_]] | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """An abdominal CT phantom (HU image (X, Y, Z) float32, labels (X, Y, Z) int64).
 
@@ -236,7 +237,9 @@ def abdomen_ct(
     position / size / rotation jitter and a smooth random boundary perturbation, confined to the
     abdominal cavity outside the spine and paraspinal muscles; kidneys > spleen > liver, and the
     aorta / IVC cut through all but the kidneys.
-    `augment=False`: canonical anatomy, no warp, no noise. `aug` overrides `ABDOMEN_AUG`.
+    `augment=False`: canonical anatomy, no warp, no noise. `aug` overrides `ABDOMEN_AUG`. A dict
+    passed as `structures` is filled with the unlabelled anatomy's masks as drawn (`vertebrae`,
+    `paraspinal_muscles`, `aorta`; no extra random numbers are drawn, so image and labels are unchanged).
     """
     A = merge_aug(ABDOMEN_AUG, aug, augment)
     fov = ABDOMEN_FOV_MM
@@ -344,6 +347,8 @@ def abdomen_ct(
     vessels = (aorta | ivc) & cavity & ~kidneys
     img = np.where(vessels, 42.0, img)
     lab[vessels] = 0
+    if structures is not None:
+        structures.update(vertebrae=vb_q < 1.0, paraspinal_muscles=para & body & ~(vb_q < 1.0), aorta=aorta & cavity & ~kidneys)
 
     img = ndimage.gaussian_filter(img, PV_SIGMA_VOX).astype(np.float32)
     img = _intensity(rng, img, axes, fov, A, lo=-1000.0, scale=1000.0, rician=False)
@@ -357,6 +362,7 @@ def cardiac_cine(
     augment: bool = True,
     *,
     aug: Mapping[str, Any] | None = None,
+    structures: dict[str, NDArray[np.bool_]] | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """A short-axis cine (bSSFP-like) MR phantom (image (X, Y, Z) float32 ~[0, 1], labels int64).
 
@@ -368,6 +374,8 @@ def cardiac_cine(
     wall, liver below the heart, descending aorta and the left atrium above the base (bright
     blood, not labelled). Intensity inhomogeneity (bias field + coil fall-off), Rician noise.
     `augment=False`: end-diastole, canonical sizes, no warp, no noise. `aug` overrides `CARDIAC_AUG`.
+    A dict passed as `structures` is filled with the unlabelled anatomy's masks as drawn (`lungs`,
+    `liver`, `descending_aorta`, `left_atrium`; no extra random numbers are drawn).
     """
     A = merge_aug(CARDIAC_AUG, aug, augment)
     fov = CARDIAC_FOV_MM
@@ -451,6 +459,10 @@ def cardiac_cine(
     lab[lv] = 1
     lab[myo] = 2
     lab[rv_in] = 3
+    if structures is not None:
+        heart_all = heart | rv_in
+        structures.update(lungs=lungs & ~heart_all & ~la & ~dao & ~chest, liver=liver & ~heart_all, descending_aorta=dao & ~heart_all,
+                          left_atrium=la & ~heart_all)
 
     # coil fall-off: smooth exponential gradient in a random direction
     if augment:

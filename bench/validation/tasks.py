@@ -33,6 +33,12 @@ from bench.validation import phantoms
 from worker.extract import CaseVolume
 
 TASK_DIR = Path(__file__).resolve().parent / "tasks"
+"""The tuning tasks of the benchmark (v2). Beside them: `reserve/` (tuning reserves), `held_out/`
+(sealed held-out tasks) with `held_out/reserve/`, and `v1/` (the specs of the first benchmark, kept
+with its committed results)."""
+RESERVE_DIR = TASK_DIR / "reserve"
+HELD_OUT_DIR = TASK_DIR / "held_out"
+HELD_OUT_RESERVE_DIR = HELD_OUT_DIR / "reserve"
 GENERATOR_VERSION = 2  # bump when a recipe's output changes for the same spec (not part of spec_hash)
 MAX_ATTEMPTS = 8  # a case missing a class is redrawn from rng([seed, split, i, attempt])
 MNI_FOV_MM = (156.0, 192.0, 150.0)  # = worker.demo_zoo.FOV_MM: covers the template's brain
@@ -208,6 +214,32 @@ class VesselParams(_Strict):
 
 class HemisphereParams(_Strict):
     midline_mm: float = Field(0.0, ge=-40.0, le=40.0, description="template x (mm, RAS) separating left (<) from right")
+
+
+class HemisphereMaskParams(_Strict):
+    side: Literal["left", "right"] = "left"
+    midline_mm: float = Field(0.0, ge=-40.0, le=40.0, description="template x (mm, RAS) separating left (<) from right")
+
+
+class AnteriorMaskParams(_Strict):
+    y_split_mm: float = Field(-24.0, ge=-90.0, le=60.0, description="template y (mm, RAS): brain anterior of it is labelled")
+
+
+class OctantParams(_Strict):
+    """Splits in template mm (RAS); the defaults are the template brain's medians (y -24, z 10) and its midline."""
+
+    x_split_mm: float = Field(0.0, ge=-40.0, le=40.0)
+    y_split_mm: float = Field(-24.0, ge=-90.0, le=60.0)
+    z_split_mm: float = Field(10.0, ge=-60.0, le=70.0)
+
+
+class LobeParams(_Strict):
+    """Coarse lobes by template coordinates (mm, RAS): frontal anterior of `frontal_y_mm`; behind it,
+    parieto-occipital at or above `temporal_z_mm`, temporal / inferior below; split left / right."""
+
+    midline_mm: float = Field(0.0, ge=-40.0, le=40.0)
+    frontal_y_mm: float = Field(-12.0, ge=-90.0, le=60.0)
+    temporal_z_mm: float = Field(0.0, ge=-60.0, le=70.0)
 
 
 # ----------------------------------------------------------------------------- the spec
@@ -444,8 +476,8 @@ def warp_template(rng: np.random.Generator, spacing: Sequence[float], aug: Mappi
     """The template resampled at `spacing` after a random affine + elastic warp, as `make_volume`.
 
     Returns float32 (X, Y, Z) maps: `t1` (template T1 in [0, 1]), `gm`, `wm` (probabilities) and
-    `x_mm`, the template's RAS x coordinate (mm) that each voxel was sampled from (the left/right
-    side in the template frame, before the warp). Draws the same values as `make_volume` does
+    `x_mm`, `y_mm`, `z_mm`, the template's RAS coordinates (mm) that each voxel was sampled from
+    (left/right, posterior/anterior, inferior/superior in the template frame, before the warp). Draws the same values as `make_volume` does
     (rotation, scale, shift, elastic control points) for the same augmentation.
     """
     import torch
@@ -468,8 +500,9 @@ def warp_template(rng: np.random.Generator, spacing: Sequence[float], aug: Mappi
     vols = torch.stack([tpl["t1"], tpl["gm"], tpl["wm"]])[None]
     warped = F.grid_sample(vols, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0].numpy()
     aff = np.asarray(tpl["affine"], dtype=np.float64)
-    x_mm = (src.numpy().astype(np.float64) @ aff[0, :3] + aff[0, 3]).astype(np.float32)
-    return {"t1": warped[0].clip(min=0.0), "gm": warped[1], "wm": warped[2], "x_mm": x_mm}
+    ras = src.numpy().astype(np.float64) @ aff[:3, :3].T + aff[:3, 3]
+    x_mm, y_mm, z_mm = (ras[..., a].astype(np.float32) for a in range(3))
+    return {"t1": warped[0].clip(min=0.0), "gm": warped[1], "wm": warped[2], "x_mm": x_mm, "y_mm": y_mm, "z_mm": z_mm}
 
 
 def _torch_smooth_field(rng: np.random.Generator, shape: Sequence[int], ctrl: int, amp: float):  # type: ignore[no-untyped-def]
@@ -522,6 +555,55 @@ def _recipe_hemisphere(rng, spacing, params, aug):  # type: ignore[no-untyped-de
     right = w["x_mm"] >= float(params["midline_mm"])  # RAS: +x is the subject's right
     lab = np.where(tis > 0, tis + 2 * right.astype(np.int64), 0).astype(np.int64)
     return mni_intensity(rng, w["t1"], aug), lab
+
+
+def _brain_tissue(w: Mapping[str, NDArray[np.float32]]) -> NDArray[np.bool_]:
+    """Brain as the tissue labels see it (GM or WM wins the argmax)."""
+    return tissue_labels(w) > 0
+
+
+def _recipe_hemisphere_mask(rng, spacing, params, aug):  # type: ignore[no-untyped-def]
+    """The brain tissue of one hemisphere (K = 1): local texture cannot tell which side."""
+    w = warp_template(rng, spacing, aug)
+    left = w["x_mm"] < float(params["midline_mm"])
+    side = left if params["side"] == "left" else ~left
+    return mni_intensity(rng, w["t1"], aug), (_brain_tissue(w) & side).astype(np.int64)
+
+
+def _recipe_anterior_mask(rng, spacing, params, aug):  # type: ignore[no-untyped-def]
+    """The brain tissue anterior of a coronal plane of the template (K = 1)."""
+    w = warp_template(rng, spacing, aug)
+    front = w["y_mm"] > float(params["y_split_mm"])
+    return mni_intensity(rng, w["t1"], aug), (_brain_tissue(w) & front).astype(np.int64)
+
+
+def _recipe_hemispheres(rng, spacing, params, aug):  # type: ignore[no-untyped-def]
+    """Left brain 1, right brain 2 (K = 2)."""
+    w = warp_template(rng, spacing, aug)
+    right = (w["x_mm"] >= float(params["midline_mm"])).astype(np.int64)
+    return mni_intensity(rng, w["t1"], aug), np.where(_brain_tissue(w), 1 + right, 0).astype(np.int64)
+
+
+def _recipe_octants(rng, spacing, params, aug):  # type: ignore[no-untyped-def]
+    """Brain tissue in eight parts by template side, front / back and top / bottom (K = 8):
+    label 1 + 4 * right + 2 * posterior + inferior."""
+    w = warp_template(rng, spacing, aug)
+    right = (w["x_mm"] >= float(params["x_split_mm"])).astype(np.int64)
+    post = (w["y_mm"] <= float(params["y_split_mm"])).astype(np.int64)
+    inf = (w["z_mm"] < float(params["z_split_mm"])).astype(np.int64)
+    lab = np.where(_brain_tissue(w), 1 + 4 * right + 2 * post + inf, 0)
+    return mni_intensity(rng, w["t1"], aug), lab.astype(np.int64)
+
+
+def _recipe_lobes(rng, spacing, params, aug):  # type: ignore[no-untyped-def]
+    """Brain tissue in six coarse lobes (K = 6): per side, frontal 1, parieto-occipital 2,
+    temporal / inferior 3 (right side + 3)."""
+    w = warp_template(rng, spacing, aug)
+    right = (w["x_mm"] >= float(params["midline_mm"])).astype(np.int64)
+    frontal = w["y_mm"] > float(params["frontal_y_mm"])
+    upper = w["z_mm"] >= float(params["temporal_z_mm"])
+    lobe = np.where(frontal, 1, np.where(upper, 2, 3))
+    return mni_intensity(rng, w["t1"], aug), np.where(_brain_tissue(w), lobe + 3 * right, 0).astype(np.int64)
 
 
 def _random_semi(rng: np.random.Generator, r: float, elongation: float) -> NDArray[np.float64]:
@@ -705,6 +787,79 @@ def _recipe_cardiac(rng, spacing, params, aug):  # type: ignore[no-untyped-def]
     return phantoms.cardiac_cine(rng, spacing, True, aug=aug)
 
 
+def _recipe_thorax(rng, spacing, params, aug):  # type: ignore[no-untyped-def]
+    """The cardiac phantom's heart labels plus three structures around it (K = 6): lungs 4, liver 5,
+    descending aorta 6 (the heart labels win where they overlap)."""
+    masks: dict[str, NDArray[np.bool_]] = {}
+    img, lab = phantoms.cardiac_cine(rng, spacing, True, aug=aug, structures=masks)
+    out = lab.copy()
+    for i, name in enumerate(("lungs", "liver", "descending_aorta"), start=4):
+        out[(lab == 0) & masks[name]] = i
+    return img, out
+
+
+def _recipe_ct_structures(rng, spacing, params, aug):  # type: ignore[no-untyped-def]
+    """The abdomen phantom's organs plus three structures (K = 6): vertebral bodies 4, paraspinal
+    muscles 5, aorta 6 (organ labels win where they overlap)."""
+    masks: dict[str, NDArray[np.bool_]] = {}
+    img, lab = phantoms.abdomen_ct(rng, spacing, True, aug=aug, structures=masks)
+    out = lab.copy()
+    for i, name in enumerate(("vertebrae", "paraspinal_muscles", "aorta"), start=4):
+        out[(lab == 0) & masks[name]] = i
+    return img, out
+
+
+def _recipe_ct_spine(rng, spacing, params, aug):  # type: ignore[no-untyped-def]
+    """The abdomen phantom's vertebral bodies 1 and paraspinal muscles 2 (K = 2), organs as background."""
+    masks: dict[str, NDArray[np.bool_]] = {}
+    img, _ = phantoms.abdomen_ct(rng, spacing, True, aug=aug, structures=masks)
+    out = np.zeros(img.shape, dtype=np.int64)
+    out[masks["vertebrae"]] = 1
+    out[masks["paraspinal_muscles"]] = 2
+    return img, out
+
+
+def _recipe_white_matter(rng, spacing, params, aug):  # type: ignore[no-untyped-def]
+    """White matter alone (K = 1)."""
+    w = warp_template(rng, spacing, aug)
+    return mni_intensity(rng, w["t1"], aug), (tissue_labels(w) == 2).astype(np.int64)
+
+
+def _recipe_grey_matter(rng, spacing, params, aug):  # type: ignore[no-untyped-def]
+    """Grey matter alone (K = 1)."""
+    w = warp_template(rng, spacing, aug)
+    return mni_intensity(rng, w["t1"], aug), (tissue_labels(w) == 1).astype(np.int64)
+
+
+def _recipe_hemisphere_wm(rng, spacing, params, aug):  # type: ignore[no-untyped-def]
+    """White matter by hemisphere: left 1, right 2 (K = 2)."""
+    w = warp_template(rng, spacing, aug)
+    right = (w["x_mm"] >= float(params["midline_mm"])).astype(np.int64)
+    return mni_intensity(rng, w["t1"], aug), np.where(tissue_labels(w) == 2, 1 + right, 0).astype(np.int64)
+
+
+def _recipe_liver(rng, spacing, params, aug):  # type: ignore[no-untyped-def]
+    """The abdomen phantom with the liver as the only label (K = 1)."""
+    img, lab = phantoms.abdomen_ct(rng, spacing, True, aug=aug)
+    return img, (lab == phantoms.ABDOMEN_LABELS["liver"]).astype(np.int64)
+
+
+def _recipe_cardiac_lv(rng, spacing, params, aug):  # type: ignore[no-untyped-def]
+    """The cardiac phantom with the whole left ventricle (cavity and myocardium) as one label (K = 1)."""
+    img, lab = phantoms.cardiac_cine(rng, spacing, True, aug=aug)
+    lv = (lab == phantoms.CARDIAC_LABELS["lv_cavity"]) | (lab == phantoms.CARDIAC_LABELS["lv_myocardium"])
+    return img, lv.astype(np.int64)
+
+
+def _recipe_cardiac_cavities(rng, spacing, params, aug):  # type: ignore[no-untyped-def]
+    """The cardiac phantom's blood pools: LV cavity 1, RV cavity 2, myocardium as background (K = 2)."""
+    img, lab = phantoms.cardiac_cine(rng, spacing, True, aug=aug)
+    out = np.zeros_like(lab)
+    out[lab == phantoms.CARDIAC_LABELS["lv_cavity"]] = 1
+    out[lab == phantoms.CARDIAC_LABELS["rv_cavity"]] = 2
+    return img, out
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A label recipe: the source it needs, the labels it produces, its parameters and generator."""
@@ -729,6 +884,35 @@ RECIPES: dict[str, Recipe] = {
     ),
     "abdomen": Recipe("abdomen_phantom", dict(phantoms.ABDOMEN_LABELS), NoParams, _recipe_abdomen),
     "cardiac": Recipe("cardiac_phantom", dict(phantoms.CARDIAC_LABELS), NoParams, _recipe_cardiac),
+    "hemisphere_mask": Recipe("mni152", {"background": 0, "hemisphere": 1}, HemisphereMaskParams, _recipe_hemisphere_mask),
+    "anterior_mask": Recipe("mni152", {"background": 0, "anterior_brain": 1}, AnteriorMaskParams, _recipe_anterior_mask),
+    "hemispheres": Recipe("mni152", {"background": 0, "left_brain": 1, "right_brain": 2}, HemisphereParams, _recipe_hemispheres),
+    "octants": Recipe(
+        "mni152",
+        {"background": 0, **{f"{lr}_{ap}_{si}": 1 + 4 * i + 2 * j + k
+                             for i, lr in enumerate(("left", "right")) for j, ap in enumerate(("anterior", "posterior"))
+                             for k, si in enumerate(("superior", "inferior"))}},
+        OctantParams,
+        _recipe_octants,
+    ),
+    "lobes": Recipe(
+        "mni152",
+        {"background": 0, **{f"{lr}_{lobe}": 1 + 3 * i + j for i, lr in enumerate(("left", "right"))
+                             for j, lobe in enumerate(("frontal", "parieto_occipital", "temporal_inferior"))}},
+        LobeParams,
+        _recipe_lobes,
+    ),
+    "liver": Recipe("abdomen_phantom", {"background": 0, "liver": 1}, NoParams, _recipe_liver),
+    "thorax": Recipe("cardiac_phantom", {**phantoms.CARDIAC_LABELS, "lungs": 4, "liver": 5, "descending_aorta": 6}, NoParams, _recipe_thorax),
+    "ct_structures": Recipe("abdomen_phantom", {**phantoms.ABDOMEN_LABELS, "vertebral_bodies": 4, "paraspinal_muscles": 5, "aorta": 6},
+                            NoParams, _recipe_ct_structures),
+    "ct_spine": Recipe("abdomen_phantom", {"background": 0, "vertebral_bodies": 1, "paraspinal_muscles": 2}, NoParams, _recipe_ct_spine),
+    "white_matter": Recipe("mni152", {"background": 0, "white_matter": 1}, NoParams, _recipe_white_matter),
+    "grey_matter": Recipe("mni152", {"background": 0, "grey_matter": 1}, NoParams, _recipe_grey_matter),
+    "hemisphere_wm": Recipe("mni152", {"background": 0, "left_white_matter": 1, "right_white_matter": 2}, HemisphereParams,
+                            _recipe_hemisphere_wm),
+    "cardiac_lv": Recipe("cardiac_phantom", {"background": 0, "left_ventricle": 1}, NoParams, _recipe_cardiac_lv),
+    "cardiac_cavities": Recipe("cardiac_phantom", {"background": 0, "lv_cavity": 1, "rv_cavity": 2}, NoParams, _recipe_cardiac_cavities),
 }
 
 

@@ -14,43 +14,49 @@ from bench.validation.report import DEFAULT_DECODER
 from transferability.fusion import task_alpha
 
 ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "results" / "validation" / "cpu"
 
 
 def _results() -> dict:
-    """A tiny results.json: 5 models, 5 tasks (one held out, one with a constant truth)."""
+    """A tiny v2 results.json: 5 realistic models and a ladder rung, 5 tuning tasks (one with a
+    constant truth, one not admitted) and a sealed held-out task with truth only."""
     rng = np.random.default_rng(0)
-    models = [f"m{i}" for i in range(5)]
-    specs = {"t1": (1, False), "t2": (2, False), "t3": (3, False), "flat": (1, False), "held": (2, True)}
-    tasks, truth, scores = {}, {}, {}
-    for name, (k, held) in specs.items():
-        tasks[name] = {"k": k, "held_out": held, "regime": "ID"}
-        quality = rng.normal(size=5)
+    models = [f"m{i}" for i in range(5)] + ["m0-r50"]
+    specs = {"t1": 1, "t2": 2, "t3": 3, "flat": 1, "failed": 2, "held": 2}
+    tasks, truth, scores, roster = {}, {}, {}, []
+    for name, k in specs.items():
+        tasks[name] = {"k": k, "held_out": name == "held", "regime": "ID"}
+        quality = rng.normal(size=len(models))
         truth[name] = {m: {"dice": [0.0, 0.0, 0.0] if name == "flat" else list(0.5 + 0.1 * q + 0.01 * rng.normal(size=3))}
                        for m, q in zip(models, quality)}
-        scores[name] = {DEFAULT_DECODER: {m: {"metrics": {"grtd_penalised": float(q + rng.normal()),
-                                                          "grtd_contracted": float(rng.normal()),
-                                                          "lbtc": float(q + rng.normal())}}
-                                          for m, q in zip(models, quality)}}
-    return {"inputs": {"tasks": tasks, "models": models}, "truth": truth, "scores": scores}
+        admitted = name != "failed"
+        roster.append({"task": name, "group": "held_out" if name == "held" else "tuning",
+                       "verdict": {"admitted": admitted, "informative": name in ("t1", "t2")}})
+        if name != "held":
+            scores[name] = {DEFAULT_DECODER: {m: {"metrics": {"grtd_penalised": float(q + rng.normal()),
+                                                              "grtd_contracted": float(rng.normal()),
+                                                              "lbtc": float(q + rng.normal())}}
+                                              for m, q in zip(models, quality)}}
+    info = {m: {"realistic": not m.endswith("-r50")} for m in models}
+    return {"inputs": {"tasks": tasks, "models": info}, "truth": truth, "scores": scores, "roster": roster}
 
 
 def test_leave_one_task_out_on_a_synthetic_run(tmp_path: Path) -> None:
     out = leave_one_task_out(_results())
-    assert out["grtd_variant"] in ("penalised", "contracted") and out["kind"] == "auto"
+    assert out["grtd_variant"] == "penalised" and out["kind"] == "auto"
     rows = out["tasks"]
+    assert set(rows) == {"t1", "t2", "t3", "flat"}  # not the failed task, never the sealed one
     assert rows["flat"]["tau_default"] is None and rows["flat"]["tau_calibrated"] is None
-    for t in ("t1", "t2", "t3", "held"):
+    for t in ("t1", "t2", "t3"):
         r = rows[t]
         assert math.isfinite(r["tau_default"]) and math.isfinite(r["tau_calibrated"])
         assert r["alpha_default"] == task_alpha(r["k"])
         assert r["fold_calibration"]["kind"] in ("gate", "per_k")
+        assert r["n_models"] == 5  # the realistic zoo: the ladder rung is left out
     means = out["means"]
-    assert means["all"]["n_tasks"] == 4 and means["held_out"]["tasks"] == ["held"]
-    assert means["all"]["default"] == pytest.approx(np.mean([rows[t]["tau_default"] for t in ("t1", "t2", "t3", "held")]))
-    assert means["held_out"]["calibrated"] == rows["held"]["tau_calibrated"]
+    assert means["all"]["n_tasks"] == 3 and means["informative"]["tasks"] == ["t1", "t2"]
+    assert means["all"]["default"] == pytest.approx(np.mean([rows[t]["tau_default"] for t in ("t1", "t2", "t3")]))
     fitted = out["fitted_on_all_tasks"]
-    assert fitted["n_evaluations"] == 4 and fitted["n_skipped"] == 1 and fitted["distinct_k"] == [1, 2, 3]
+    assert fitted["n_evaluations"] == 3 and fitted["n_skipped"] == 1 and fitted["distinct_k"] == [1, 2, 3]
 
     src = tmp_path / "results.json"
     src.write_text(json.dumps(_results()))
@@ -63,16 +69,6 @@ def test_leave_one_task_out_on_a_synthetic_run(tmp_path: Path) -> None:
 
 def test_default_gate_tau_must_be_the_reports() -> None:
     data = _results()
-    data["tables"] = {"table1": {f"fused_{v}": {"tasks": {t: 0.123 for t in data["inputs"]["tasks"]}}
-                                 for v in ("penalised", "contracted")}}
+    data["tables"] = {"table1": {"realistic": {"fused_penalised": {"tasks": {t: 0.123 for t in data["inputs"]["tasks"]}}}}}
     with pytest.raises(AssertionError, match="committed table"):
         leave_one_task_out(data)
-
-
-def test_committed_calibration_figures_are_what_the_module_computes() -> None:
-    data = json.loads((RESULTS / "results.json").read_text())
-    committed = json.loads((RESULTS / "calibration.json").read_text())
-    out = leave_one_task_out(data)
-    assert {"source": committed["source"], **out} == committed
-    fused = data["tables"]["table1"][f"fused_{out['grtd_variant']}"]["tasks"]
-    assert {t: r["tau_default"] for t, r in out["tasks"].items()} == fused  # the report's fused tau, None where undefined

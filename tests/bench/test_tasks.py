@@ -13,7 +13,10 @@ from worker.finetune import FinetuneConfig
 
 from bench.validation import phantoms
 from bench.validation.tasks import (
+    HELD_OUT_DIR,
+    HELD_OUT_RESERVE_DIR,
     RECIPES,
+    RESERVE_DIR,
     TASK_DIR,
     TaskSpec,
     TaskSpecError,
@@ -22,17 +25,25 @@ from bench.validation.tasks import (
     load_tasks,
 )
 
+V1_DIR = TASK_DIR / "v1"  # the first benchmark's specs: the schema and recipe tests use them
 EXPECTED_K = {"tissue": 2, "brain_mask": 1, "lesions": 1, "tumour": 2, "vessels": 1, "hemisphere_tissue": 4, "abdomen": 3, "cardiac": 3}
+V2_K = {
+    TASK_DIR: {"tissue": 2, "hemisphere_tissue": 4, "hemisphere_mask": 1, "hemispheres": 2, "liver": 1, "cardiac_cavities": 2,
+               "cardiac": 3, "thorax": 6},
+    RESERVE_DIR: {"white_matter": 1, "grey_matter": 1},
+    HELD_OUT_DIR: {"anterior_mask": 1, "ct_structures": 6, "cardiac_lv": 1},
+    HELD_OUT_RESERVE_DIR: {"hemisphere_wm": 2, "ct_spine": 2},
+}
 GRIDS_3MM = {"mni152": (52, 64, 50), "abdomen_phantom": (100, 83, 50), "cardiac_phantom": (50, 50, 33)}
 
 
 def _raw(name: str) -> dict:
-    return json.loads((TASK_DIR / f"{name}.json").read_text())
+    return json.loads((V1_DIR / f"{name}.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def specs() -> dict[str, TaskSpec]:
-    return {s.name: s for s in load_tasks()}
+    return {s.name: s for s in load_tasks([V1_DIR])}
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +52,61 @@ def one_case_each(specs):
 
 
 # ----------------------------------------------------------------------------- specs
-def test_shipped_specs_load_and_validate(specs):
-    assert [p.stem for p in list_task_files()] == sorted(EXPECTED_K)
+def test_v2_specs_by_group_load_and_validate():
+    """The benchmark's tuning tasks, reserves and sealed held-out tasks: names, K, groups, 4 + 8 cases,
+    distinct seeds across every group, K from 1 to 6 among the tuning tasks."""
+    seen_seeds = set()
+    for folder, expected in V2_K.items():
+        got = {s.name: s for s in load_tasks([folder])}
+        assert {n: s.k for n, s in got.items()} == expected, folder
+        for s in got.values():
+            assert s.held_out == (folder in (HELD_OUT_DIR, HELD_OUT_RESERVE_DIR))
+            assert (s.n_train, s.n_test) == (4, 8) and s.spacing == (3.0, 3.0, 3.0)
+            assert s.regime == ("ID" if s.source == "mni152" else "OOD")
+            FinetuneConfig.from_dict(s.finetune)
+            seen_seeds.add(s.seed)
+    assert len(seen_seeds) == sum(len(v) for v in V2_K.values())
+    assert sorted(set(V2_K[TASK_DIR].values())) == [1, 2, 3, 4, 6]
+
+
+def test_v2_recipes_label_what_they_say(specs):
+    """Every new recipe at 3 mm: all its labels present, sides and planes where the template puts
+    them, and the phantom recipes' images equal the plain phantom's (reading `structures` draws nothing)."""
+    rng = lambda: np.random.default_rng([5, 0, 0])  # noqa: E731
+    sp = (3.0, 3.0, 3.0)
+    aug = {k: v for k, v in phantoms.ABDOMEN_AUG.items()}
+    img, lab = RECIPES["ct_structures"].fn(rng(), sp, {}, aug)
+    plain_img, plain_lab = phantoms.abdomen_ct(rng(), sp, True, aug=aug)
+    assert np.array_equal(img, plain_img) and np.array_equal(lab[plain_lab > 0], plain_lab[plain_lab > 0])
+    assert set(np.unique(lab)) == set(range(7))
+    caug = dict(phantoms.CARDIAC_AUG)
+    img, lab = RECIPES["thorax"].fn(rng(), sp, {}, caug)
+    plain_img, plain_lab = phantoms.cardiac_cine(rng(), sp, True, aug=caug)
+    assert np.array_equal(img, plain_img) and np.array_equal(lab[plain_lab > 0], plain_lab[plain_lab > 0])
+    assert set(np.unique(lab)) == set(range(7))
+    _, lv = RECIPES["cardiac_lv"].fn(rng(), sp, {}, caug)
+    assert np.array_equal(lv == 1, (plain_lab == 1) | (plain_lab == 2))
+    _, cav = RECIPES["cardiac_cavities"].fn(rng(), sp, {}, caug)
+    assert np.array_equal(cav == 2, plain_lab == 3) and not np.any(cav[plain_lab == 2])
+    mni = {k: v for k, v in specs["tissue"].augmentation.model_dump().items()}
+    _, tis = RECIPES["tissue"].fn(rng(), sp, {}, mni)
+    _, hemi = RECIPES["hemispheres"].fn(rng(), sp, {"midline_mm": 0.0}, mni)
+    _, mask = RECIPES["hemisphere_mask"].fn(rng(), sp, {"side": "left", "midline_mm": 0.0}, mni)
+    assert np.array_equal(hemi > 0, tis > 0) and np.array_equal(mask == 1, hemi == 1)
+    x = np.arange(tis.shape[0])[:, None, None] * np.ones(tis.shape)
+    assert x[hemi == 1].mean() < x[hemi == 2].mean()  # RAS: left is low x after the warp too (10 degrees at most)
+    _, oct_ = RECIPES["octants"].fn(rng(), sp, {"x_split_mm": 0.0, "y_split_mm": -24.0, "z_split_mm": 10.0}, mni)
+    _, lobes = RECIPES["lobes"].fn(rng(), sp, {"midline_mm": 0.0, "frontal_y_mm": -12.0, "temporal_z_mm": 0.0}, mni)
+    assert set(np.unique(oct_)) == set(range(9)) and set(np.unique(lobes)) == set(range(7))
+    assert np.array_equal((oct_ >= 5), (hemi == 2)) and np.array_equal((lobes >= 4), (hemi == 2))
+    _, wm = RECIPES["white_matter"].fn(rng(), sp, {}, mni)
+    _, gm = RECIPES["grey_matter"].fn(rng(), sp, {}, mni)
+    _, hwm = RECIPES["hemisphere_wm"].fn(rng(), sp, {"midline_mm": 0.0}, mni)
+    assert np.array_equal(wm == 1, tis == 2) and np.array_equal(gm == 1, tis == 1) and np.array_equal(hwm > 0, tis == 2)
+
+
+def test_v1_specs_load_and_validate(specs):
+    assert [p.stem for p in list_task_files(V1_DIR)] == sorted(EXPECTED_K)
     assert {n: s.k for n, s in specs.items()} == EXPECTED_K
     assert {n for n, s in specs.items() if s.held_out} == {"tumour", "cardiac"}
     assert len({s.seed for s in specs.values()}) == len(specs)
@@ -260,7 +324,7 @@ def test_a_ct_task_scores_and_fine_tunes_members_with_ct_windowing(specs, tmp_pa
     from bench.validation.zoo import build_zoo
     from models_registry.specs import ModelSpec
 
-    member = build_zoo(tmp_path / "zoo", "smoke", members=["random"], threads=1)[0]
+    member = build_zoo(tmp_path / "zoo", "smoke", members=["random-a"], threads=1)[0]
     t = specs["abdomen"]
     ti = TaskInput(t.name, t.to_dict(), t.spec_hash(), "", "", t.k, t.regime, t.held_out)
     spec = ModelSpec(**model_spec_for_task(member, ti))

@@ -1,8 +1,9 @@
 """The committed validation report agrees with its JSON and with the committed analysis code.
 
-`results/validation/cpu/results.json` holds the raw numbers of the committed run; the tables in it,
+`results/validation/v2/results.json` holds the raw numbers of the committed run; the tables in it,
 `report.md` beside it and the copy embedded in `docs/validation.md` must all be what the current
-`bench/validation/report.py` computes from those raw numbers.
+`bench/validation/report.py` computes from those raw numbers. (v1's report is kept as committed in
+docs/validation-v1.md; the current code renders v2 results only.)
 """
 
 from __future__ import annotations
@@ -12,29 +13,47 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-from bench.validation.report import DOCS_BEGIN, DOCS_END, build_tables, embed_in_docs, render_markdown
+from bench.validation.report import (
+    DOCS_BEGIN,
+    DOCS_END,
+    build_tables,
+    embed_in_docs,
+    render_markdown,
+)
 from bench.validation.run import _finite
 
-RESULTS = ROOT / "results" / "validation" / "cpu"
+RESULTS = ROOT / "results" / "validation" / "v2"
+PLACEHOLDER = "No v2 report yet"
+
+
+def _embedded() -> str:
+    docs = (ROOT / "docs" / "validation.md").read_text()
+    return docs.split(DOCS_BEGIN, 1)[1].split(DOCS_END, 1)[0]
 
 
 def test_committed_tables_are_what_the_analysis_computes_from_the_raw_results() -> None:
+    """The committed v2 results (partial while the run goes on) hold the tables the current code computes
+    from their raw numbers; before the first results exist, the docs say there is no report."""
+    if not (RESULTS / "results.json").is_file():
+        assert PLACEHOLDER in _embedded()
+        return
     data = json.loads((RESULTS / "results.json").read_text())
     stored = data.pop("tables")
     assert _finite(build_tables(data)) == stored
 
 
 def test_committed_report_is_rendered_from_the_results_and_embedded_in_the_docs() -> None:
+    if not (RESULTS / "results.json").is_file():
+        assert PLACEHOLDER in _embedded()
+        return
     data = json.loads((RESULTS / "results.json").read_text())
     tables = data.pop("tables")
     report = (RESULTS / "report.md").read_text()
     rendered = render_markdown(data, tables, machine=None)
-    body = lambda text: text[text.index("## Headline"):]  # noqa: E731 - the header names the machine
+    body = lambda text: text[text.index("## Headline"):]
     assert body(rendered) == body(report)
-    docs = (ROOT / "docs" / "validation.md").read_text()
-    embedded = docs.split(DOCS_BEGIN, 1)[1].split(DOCS_END, 1)[0]
     demoted = "\n".join(("#" + line) if line.startswith("#") else line for line in report.splitlines())
-    assert demoted.strip() in embedded
+    assert demoted.strip() in _embedded()
 
 
 def test_embed_in_docs_replaces_only_the_marked_block(tmp_path: Path) -> None:

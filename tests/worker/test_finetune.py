@@ -204,6 +204,83 @@ def test_warmup_freezes_the_encoder_and_the_encoder_rate_is_scaled(nnssl_full, m
             assert r["enc"] and r["enc_grad"], f"encoder frozen after warm-up (step {s})"
 
 
+def test_optional_protocol_fields_validate_and_stay_out_of_default_configs():
+    """swa_fraction, eval_fractions and train_encoder appear in to_dict only when set, so the configs
+    and record keys of runs that do not use them are unchanged."""
+    assert set(FinetuneConfig().to_dict()) == set(FinetuneConfig.__dataclass_fields__) - set(FinetuneConfig.OPTIONAL)
+    cfg = FinetuneConfig(steps=200, swa_fraction=0.25, eval_fractions=(0.25, 0.5), train_encoder=False)
+    d = cfg.to_dict()
+    assert d["swa_fraction"] == 0.25 and d["eval_fractions"] == [0.25, 0.5] and d["train_encoder"] is False
+    assert FinetuneConfig.from_dict(json.loads(json.dumps(d))) == cfg
+    assert cfg.swa_start() == 150 and cfg.eval_steps() == [50, 100] and FinetuneConfig(steps=9).swa_start() == 9
+    for bad in ({"swa_fraction": 1.0}, {"swa_fraction": -0.1}, {"eval_fractions": (0.5, 0.25)}, {"eval_fractions": (1.0,)},
+                {"eval_fractions": (0.5, 0.5)}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            FinetuneConfig(**bad)
+
+
+def test_snapshots_do_not_change_the_run_and_swa_predicts_with_the_average(nnssl_full, monkeypatch):
+    path, _ = nnssl_full
+    train, test = _train_test()
+    plain = finetune(_spec(), path, train, test, 2, _cfg(steps=8, augment=False))
+    snap = finetune(_spec(), path, train, test, 2, _cfg(steps=8, augment=False, eval_fractions=(0.25, 0.5)))
+    assert snap.losses == plain.losses and snap.dice == plain.dice  # evaluating mid-run draws no random numbers
+    assert [s["step"] for s in snap.snapshots] == [2, 4] and [s["fraction"] for s in snap.snapshots] == [0.25, 0.5]
+    assert all(0.0 <= s["dice"] <= 1.0 and len(s["per_case"]) == len(test) for s in snap.snapshots)
+    assert "snapshots" not in plain.to_dict() and len(snap.to_dict()["snapshots"]) == 2
+
+    # SWA: the weights used for the final prediction are the mean of the weights after each averaged step
+    seen: list[dict[str, torch.Tensor]] = []
+    final: dict = {}
+    real_opt, real_predict = ft._optimizer, ft.predict_case
+
+    def make_opt(net, c):
+        opt = real_opt(net, c)
+        inner = opt.step
+
+        def step(*a, **k):
+            out = inner(*a, **k)
+            seen.append({n: p.detach().clone() for n, p in net.named_parameters()})
+            return out
+
+        opt.step = step
+        return opt
+
+    def predict(net, *a, **k):
+        final.setdefault("w", {n: p.detach().clone() for n, p in net.named_parameters()})
+        return real_predict(net, *a, **k)
+
+    monkeypatch.setattr(ft, "_optimizer", make_opt)
+    monkeypatch.setattr(ft, "predict_case", predict)
+    res = finetune(_spec(), path, train, test, 2, _cfg(steps=8, augment=False, swa_fraction=0.25))
+    assert len(seen) == 8
+    for name, w in final["w"].items():
+        expect = torch.stack([s[name] for s in seen[6:]]).mean(0)
+        torch.testing.assert_close(w, expect, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(final["w"]["head.weight"], seen[-1]["head.weight"])
+    assert "SWA" in res.recipe["weights"]
+
+
+def test_train_encoder_false_never_moves_the_encoder(nnssl_full, monkeypatch):
+    path, _ = nnssl_full
+    train, test = _train_test()
+    got: dict = {}
+    real_build = ft.build_segmentation_net
+
+    def build(fm, num_classes, seed):
+        got["net"] = real_build(fm, num_classes, seed)
+        got["enc0"] = [p.detach().clone() for p in got["net"].encoder.parameters()]
+        got["dec0"] = [p.detach().clone() for p in got["net"].decoder.parameters()]
+        return got["net"]
+
+    monkeypatch.setattr(ft, "build_segmentation_net", build)
+    res = finetune(_spec(), path, train, test, 2, _cfg(steps=5, train_encoder=False, swa_fraction=0.4))
+    net = got["net"]
+    assert all(torch.equal(a, b.detach()) for a, b in zip(got["enc0"], net.encoder.parameters()))
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(got["dec0"], net.decoder.parameters()))
+    assert res.recipe["encoder"].startswith("frozen") and res.config["train_encoder"] is False
+
+
 # 5. sliding-window geometry ----------------------------------------------------------------------
 
 
@@ -429,3 +506,15 @@ def test_result_to_dict_is_json(nnssl_full):
     assert d["recipe"]["optimizer"] == "adamw" and d["recipe"]["threads"] == 1 and d["recipe"]["device"] == "cpu"
     assert {"loss", "sampling", "schedule", "prediction", "decoder"} <= set(d["recipe"])
     assert d["losses"] == [[s, v] for s, v in r.losses] and d["dice"] == r.dice and d["n_train"] == 3 and d["n_test"] == 2
+
+
+def test_lr_ramp_apart_from_the_encoder_warmup():
+    """lr_ramp_steps=0: poly decay from the full rate at step 0 while the encoder is still frozen."""
+    cfg = FinetuneConfig(steps=100, encoder_warmup_steps=50, lr_ramp_steps=0, lr=0.01)
+    assert ft._lr_at(0, cfg) == pytest.approx(0.01) and ft._lr_at(50, cfg) == pytest.approx(0.01 * 0.5**0.9)
+    short = FinetuneConfig(steps=100, encoder_warmup_steps=50, lr_ramp_steps=10, lr=0.01)
+    assert ft._lr_at(4, short) == pytest.approx(0.005) and ft._lr_at(10, short) == pytest.approx(0.01)
+    assert FinetuneConfig(steps=100, encoder_warmup_steps=50).to_dict() == FinetuneConfig.from_dict(
+        FinetuneConfig(steps=100, encoder_warmup_steps=50, lr_ramp_steps=None).to_dict()).to_dict()
+    with pytest.raises(ValueError, match="lr_ramp_steps"):
+        FinetuneConfig(steps=10, lr_ramp_steps=10)
