@@ -4,7 +4,8 @@
 # a one-line summary each. Two parts, each sized for one device call of at most 10 minutes:
 #   bash bench/gpu_checks.sh core   # MST/GRTD on CUDA, CUDA tests, ResEnc-L extraction (1 and 10 cases of 160^3)
 #   bash bench/gpu_checks.sh zoo    # 7 ResEnc-L checkpoints ranked through the service, prefetch off vs on
-#   bash bench/gpu_checks.sh        # both (about 10 minutes: may not fit one call)
+#   bash bench/gpu_checks.sh validation   # the validation benchmark's v2 truth on the GPU, as far as one call goes
+#   bash bench/gpu_checks.sh        # core and zoo (about 10 minutes: may not fit one call)
 set -uo pipefail
 PART=${1:-all}
 OUT=${OUT:-bench/out}
@@ -46,6 +47,17 @@ fi
 read -r -a ZOO_SIZE <<< "${ZOO_ARGS:---device cuda --models 7 --cases 10 --shape 160 160 160}"
 timeout 420 python3 bench/zoo.py --zoo resencl "${ZOO_SIZE[@]}" "${ZOO_DB[@]}" \
   --work-dir /tmp/bench-zoo > "$OUT/zoo_gpu.json" 2> "$OUT/zoo_gpu.err"; echo "zoo rc=$?"
+fi
+if [ "$PART" = validation ]; then
+# 5. protocol v2's truth on CUDA (bench/validation, profile v2 with --device cuda): the committed CPU-built zoo,
+#    records keyed by device. Resumable: VALIDATION_OUT (default results/validation/v2-cuda, in the carried working
+#    tree) holds records.jsonl.gz, exported every 2 minutes, so a later call goes on where this one stopped. It never
+#    scores a sealed task (the planner and the worker both refuse before a committed freeze).
+VOUT=${VALIDATION_OUT:-results/validation/v2-cuda}
+timeout "${VALIDATION_TIMEOUT:-540}" python3 -m bench.validation run --profile v2 --device cuda --jobs 1 --out "$VOUT" \
+  --cache /tmp/validation-cache --checkpoint-min 2 > "$OUT/validation_gpu.log" 2>&1; echo "validation rc=$?"
+mkdir -p "$OUT/validation-v2-cuda" && cp "$VOUT"/records.jsonl.gz "$OUT/validation-v2-cuda/" 2>/dev/null
+tail -n 3 "$OUT/validation_gpu.log"
 fi
 python3 - "$OUT" <<'PY'
 import json, sys, pathlib

@@ -108,19 +108,13 @@ def _ladders(models: Mapping[str, Any]) -> dict[str, list[str]]:
     return {b: [b, *sorted(rungs, key=lambda m: models[m]["reinit"])] for b, rungs in sorted(out.items()) if b in models}
 
 
-def _kendall(a: Mapping[str, float], b: Mapping[str, float], models: Sequence[str]) -> float:
+def _rank_corr(a: Mapping[str, float], b: Mapping[str, float], models: Sequence[str], kind: str = "kendall") -> float:
+    """Kendall τ-b (or Spearman ρ) between two model -> value maps over `models` (NaN below 3 models)."""
     ids = [m for m in models if m in a and m in b and math.isfinite(a[m]) and math.isfinite(b[m])]
     if len(ids) < 3:
         return float("nan")
-    t = sps.kendalltau([a[m] for m in ids], [b[m] for m in ids]).statistic
-    return float(t) if np.isfinite(t) else float("nan")
-
-
-def _spearman(a: Mapping[str, float], b: Mapping[str, float], models: Sequence[str]) -> float:
-    ids = [m for m in models if m in a and m in b and math.isfinite(a[m]) and math.isfinite(b[m])]
-    if len(ids) < 3:
-        return float("nan")
-    r = sps.spearmanr([a[m] for m in ids], [b[m] for m in ids]).statistic
+    fn = sps.kendalltau if kind == "kendall" else sps.spearmanr
+    r = fn([a[m] for m in ids], [b[m] for m in ids]).statistic
     return float(r) if np.isfinite(r) else float("nan")
 
 
@@ -159,9 +153,9 @@ def task_truth_table(results: Mapping[str, Any], roster: Mapping[str, Any], real
                 "mean_dice": fmeans,
                 "split_half": split_half_tau({m: fdice[m] for m in realistic})["tau"],
                 "reliability": stats.truth_reliability({m: fdice[m] for m in realistic}),
-                "kendall_realistic": _kendall(means, fmeans, realistic),
-                "kendall_full": _kendall(means, fmeans, models),
-                "spearman_realistic": _spearman(means, fmeans, realistic),
+                "kendall_realistic": _rank_corr(means, fmeans, realistic),
+                "kendall_full": _rank_corr(means, fmeans, models),
+                "spearman_realistic": _rank_corr(means, fmeans, realistic, "spearman"),
             }
         snaps = results["truth"][t][models[0]].get("snapshots") or []
         if snaps and snaps[0]:
@@ -170,7 +164,7 @@ def task_truth_table(results: Mapping[str, Any], roster: Mapping[str, Any], real
                     for m in models} for i in range(n_snap)]
             row["snapshots"] = {
                 "mean_dice": [float(np.mean(list(p.values()))) for p in per] + [float(np.mean(list(means.values())))],
-                "kendall_to_final_realistic": [_kendall(p, means, realistic) for p in per],
+                "kendall_to_final_realistic": [_rank_corr(p, means, realistic) for p in per],
             }
         row["ladders"] = {b: stats.ladder_check(means, lad) for b, lad in ladders.items()}
         out[t] = row

@@ -787,26 +787,27 @@ def _recipe_cardiac(rng, spacing, params, aug):  # type: ignore[no-untyped-def]
     return phantoms.cardiac_cine(rng, spacing, True, aug=aug)
 
 
+def _with_structures(phantom, first_id: int, names: Sequence[str], rng, spacing, aug):  # type: ignore[no-untyped-def]
+    """A phantom's labels plus some of its unlabelled structures as label ids `first_id`, `first_id`
+    + 1, ... in order (the phantom's own labels win where they overlap)."""
+    masks: dict[str, NDArray[np.bool_]] = {}
+    img, lab = phantom(rng, spacing, True, aug=aug, structures=masks)
+    out = lab.copy()
+    for i, name in enumerate(names, start=first_id):
+        out[(lab == 0) & masks[name]] = i
+    return img, out
+
+
 def _recipe_thorax(rng, spacing, params, aug):  # type: ignore[no-untyped-def]
     """The cardiac phantom's heart labels plus three structures around it (K = 6): lungs 4, liver 5,
     descending aorta 6 (the heart labels win where they overlap)."""
-    masks: dict[str, NDArray[np.bool_]] = {}
-    img, lab = phantoms.cardiac_cine(rng, spacing, True, aug=aug, structures=masks)
-    out = lab.copy()
-    for i, name in enumerate(("lungs", "liver", "descending_aorta"), start=4):
-        out[(lab == 0) & masks[name]] = i
-    return img, out
+    return _with_structures(phantoms.cardiac_cine, len(phantoms.CARDIAC_LABELS), ("lungs", "liver", "descending_aorta"), rng, spacing, aug)
 
 
 def _recipe_ct_structures(rng, spacing, params, aug):  # type: ignore[no-untyped-def]
     """The abdomen phantom's organs plus three structures (K = 6): vertebral bodies 4, paraspinal
     muscles 5, aorta 6 (organ labels win where they overlap)."""
-    masks: dict[str, NDArray[np.bool_]] = {}
-    img, lab = phantoms.abdomen_ct(rng, spacing, True, aug=aug, structures=masks)
-    out = lab.copy()
-    for i, name in enumerate(("vertebrae", "paraspinal_muscles", "aorta"), start=4):
-        out[(lab == 0) & masks[name]] = i
-    return img, out
+    return _with_structures(phantoms.abdomen_ct, len(phantoms.ABDOMEN_LABELS), ("vertebrae", "paraspinal_muscles", "aorta"), rng, spacing, aug)
 
 
 def _recipe_ct_spine(rng, spacing, params, aug):  # type: ignore[no-untyped-def]

@@ -63,3 +63,23 @@ def test_embed_in_docs_replaces_only_the_marked_block(tmp_path: Path) -> None:
     text = page.read_text()
     assert text.startswith("# Title\n\nintro\n\n") and text.endswith(f"{DOCS_END}\n\nafter\n")
     assert "old" not in text and "## Report" in text and "### Table" in text and "hdr" in text
+
+
+def test_the_committed_records_reproduce_the_committed_report(tmp_path: Path) -> None:
+    """What a clone on another machine does: an empty cache, the committed zoo and records only, no
+    compute. The results and the report it writes are the committed ones, byte for byte."""
+    import shutil
+
+    from bench.validation.profiles import get_profile
+    from bench.validation.run import run
+
+    if not (RESULTS / "results.json").is_file():
+        assert PLACEHOLDER in _embedded()
+        return
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("records.jsonl.gz", "run.json"):
+        shutil.copy(RESULTS / name, out / name)
+    run(get_profile("v2"), out_dir=out, cache_dir=tmp_path / "cache", say=lambda m: None, compute=False)
+    for name in ("results.json", "report.md"):
+        assert (out / name).read_bytes() == (RESULTS / name).read_bytes(), name
