@@ -115,7 +115,8 @@ def make_volume(
     return (img * 100.0).numpy().astype(np.float32), label
 
 
-def _zscore(x: NDArray[np.float32]) -> NDArray[np.float32]:
+def zscore(x: NDArray[np.float32]) -> NDArray[np.float32]:
+    """`x` standardised to mean 0 and std 1 (float32), as the demo models' plans normalise."""
     return ((x - x.mean()) / max(float(x.std()), 1e-8)).astype(np.float32)
 
 
@@ -169,7 +170,7 @@ class CropBank:
 
     def __init__(self, rng: np.random.Generator, n: int = BANK_SIZE) -> None:
         self.rng = rng
-        self.vols = [_zscore(make_volume(rng, DEMO_SPACING)[0]) for _ in range(n)]
+        self.vols = [zscore(make_volume(rng, DEMO_SPACING)[0]) for _ in range(n)]
         self.centres = [np.argwhere(v > 0.0) for v in self.vols]  # inside the head
 
     def corner(self, v: int) -> tuple[int, int, int]:
@@ -194,13 +195,14 @@ class CropBank:
 
 
 # ----------------------------------------------------------------------------- objectives
-def _mask_blocks(rng: np.random.Generator, b: int, ratio: float = 0.6, block: int = 4) -> torch.Tensor:
+def mask_blocks(rng: np.random.Generator, b: int, ratio: float = 0.6, block: int = 4) -> torch.Tensor:
+    """A keep-mask (b, 1, CROP, CROP, CROP) of `block`^3 cells, a fraction `ratio` of them masked (MAE-style)."""
     g = CROP // block
     keep = rng.random((b, 1, g, g, g)) >= ratio
     return torch.from_numpy(np.repeat(np.repeat(np.repeat(keep, block, 2), block, 3), block, 4))
 
 
-def _genesis_corrupt(rng: np.random.Generator, x: NDArray[np.float32]) -> NDArray[np.float32]:
+def genesis_corrupt(rng: np.random.Generator, x: NDArray[np.float32]) -> NDArray[np.float32]:
     """Models Genesis transforms: non-linear intensity, local shuffling, in-/out-painting."""
     y = x.copy()
     if rng.random() < 0.9:  # monotone non-linear intensity map on [min, max]
@@ -228,14 +230,14 @@ def _genesis_corrupt(rng: np.random.Generator, x: NDArray[np.float32]) -> NDArra
     return y.astype(np.float32)
 
 
-def _view(rng: np.random.Generator, x: NDArray[np.float32]) -> NDArray[np.float32]:
+def contrast_view(rng: np.random.Generator, x: NDArray[np.float32]) -> NDArray[np.float32]:
     """A contrastive view: gamma-like contrast change and noise, re-standardised (no flips: the
     embedding keeps a coarse 2x2x2 layout)."""
     y = x
     lo = float(y.min())
     y = (y - lo) ** float(rng.uniform(0.7, 1.4))
     y = y + rng.normal(0, 0.1 * float(y.std()) + 1e-6, size=y.shape)
-    return _zscore(np.ascontiguousarray(y, dtype=np.float32))
+    return zscore(np.ascontiguousarray(y, dtype=np.float32))
 
 
 def nt_xent(z: torch.Tensor, tau: float = 0.2) -> torch.Tensor:
@@ -285,21 +287,21 @@ def _train(method: str, net: nn.Module, bank: CropBank, rng: np.random.Generator
             break
         if method == "mae":
             x = bank.batch(batch)
-            keep = _mask_blocks(rng, batch)
+            keep = mask_blocks(rng, batch)
             pred = net(x * keep)
             hidden = ~keep
             loss = ((pred - x) ** 2)[hidden].mean()
         elif method == "genesis":
             x = bank.batch(batch)
-            xin = torch.from_numpy(np.stack([_genesis_corrupt(rng, v[0]) for v in x.numpy()])[:, None])
+            xin = torch.from_numpy(np.stack([genesis_corrupt(rng, v[0]) for v in x.numpy()])[:, None])
             loss = F.mse_loss(net(xin), x)
         elif method == "contrastive":
             a, b = [], []
             for _ in range(batch):
                 v = int(rng.integers(len(bank.vols)))
                 corner = bank.corner(v)
-                a.append(_view(rng, bank.crop(v, corner)))
-                b.append(_view(rng, bank.crop(v, bank.shifted(v, corner, jitter=3))))
+                a.append(contrast_view(rng, bank.crop(v, corner)))
+                b.append(contrast_view(rng, bank.crop(v, bank.shifted(v, corner, jitter=3))))
             x = torch.from_numpy(np.stack(a + b)[:, None])
             loss = nt_xent(head(net.encoder(x)[-1]))  # type: ignore[misc]
         else:  # pragma: no cover

@@ -91,15 +91,15 @@ from worker.demo_zoo import (
     CROP,
     CropBank,
     Projector,
-    _genesis_corrupt,
-    _mask_blocks,
-    _view,
-    _zscore,
     adaptation_plan,
     build_demo_unet,
+    contrast_view,
+    genesis_corrupt,
     make_volume,
+    mask_blocks,
     nt_xent,
     write_nnssl_checkpoint,
+    zscore,
 )
 
 ZOO_CODE_VERSION = "bench-zoo-2"
@@ -396,7 +396,7 @@ class LabelledCropBank(CropBank):
         self.vols, self.labels, self.centres = [], [], []
         for _ in range(n):
             img, lab = make_volume(rng, DEMO_SPACING)
-            self._add(_zscore(img), lab)
+            self._add(zscore(img), lab)
 
     def _add(self, vol: NDArray[np.float32], lab: NDArray[np.int64], centres: NDArray[np.int64] | None = None) -> None:
         self.vols.append(vol)
@@ -438,7 +438,7 @@ class LabelledHemisphereCropBank(LabelledCropBank):
             tis = tissue_labels(w)
             right = (w["x_mm"] >= midline).astype(np.int64)  # RAS: +x is the subject's right
             lab = np.where(tis > 0, tis + 2 * right, 0).astype(np.int64)
-            self._add(_zscore(mni_intensity(rng, w["t1"], MNI_AUG)), lab)
+            self._add(zscore(mni_intensity(rng, w["t1"], MNI_AUG)), lab)
 
 
 class LabelledPhantomCropBank(LabelledCropBank):
@@ -631,25 +631,25 @@ class MAEObjective(Objective):
 
     def loss(self) -> torch.Tensor:
         x = self._t(self.bank.batch(self.batch))
-        keep = self._t(_mask_blocks(self.rng, self.batch, self.settings["mask_ratio"], self.settings["mask_block"]))
+        keep = self._t(mask_blocks(self.rng, self.batch, self.settings["mask_ratio"], self.settings["mask_block"]))
         pred = self.net(x * keep)
         return ((pred - x) ** 2)[~keep].mean()
 
 
 class GenesisObjective(Objective):
-    """Models Genesis: restore the crop from `_genesis_corrupt` (non-linear intensity, local
+    """Models Genesis: restore the crop from `genesis_corrupt` (non-linear intensity, local
     shuffling, in-/out-painting), MSE on the whole crop."""
 
     settings: ClassVar[dict[str, Any]] = {"transforms": "intensity p0.9, shuffle p0.5, in/out-painting p0.8", "loss": "mse"}
 
     def loss(self) -> torch.Tensor:
         x = self.bank.batch(self.batch)
-        xin = np.stack([_genesis_corrupt(self.rng, v[0]) for v in x.numpy()])[:, None]
+        xin = np.stack([genesis_corrupt(self.rng, v[0]) for v in x.numpy()])[:, None]
         return F.mse_loss(self.net(self._t(xin)), self._t(x))
 
 
 class SimCLRObjective(Objective):
-    """SimCLR: NT-Xent (tau 0.2) between two views (`_view`: contrast + noise, 3-voxel shift) of
+    """SimCLR: NT-Xent (tau 0.2) between two views (`contrast_view`: contrast + noise, 3-voxel shift) of
     a crop, on the demo `Projector` (deepest map pooled to 2^3; trained, not saved)."""
 
     settings: ClassVar[dict[str, Any]] = {"tau": 0.2, "views": "gamma 0.7-1.4 + noise, shift <= 3 voxels", "head": "Projector (2^3 pool, 128, 32), not saved"}
@@ -664,8 +664,8 @@ class SimCLRObjective(Objective):
         for _ in range(self.batch):
             v = int(self.rng.integers(len(self.bank.vols)))
             corner = self.bank.corner(v)
-            a.append(_view(self.rng, self.bank.crop(v, corner)))
-            b.append(_view(self.rng, self.bank.crop(v, self.bank.shifted(v, corner, jitter=3))))
+            a.append(contrast_view(self.rng, self.bank.crop(v, corner)))
+            b.append(contrast_view(self.rng, self.bank.crop(v, self.bank.shifted(v, corner, jitter=3))))
         return a, b
 
     def loss(self) -> torch.Tensor:

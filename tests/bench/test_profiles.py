@@ -29,6 +29,7 @@ def test_the_v2_rules_are_the_protocols() -> None:
     assert TRUTH_V2 == {"encoder_warmup_steps": 100, "encoder_lr_scale": 0.1, "lr_ramp_steps": 0, "swa_fraction": 0.25,
                         "eval_fractions": [0.25, 0.5], "sw_overlap": 0.25}
     assert FROZEN_V2 == {"steps": 100, "train_encoder": False, "swa_fraction": 0.25, "sw_overlap": 0.25}
+    assert v2.scoring == {"n_bootstrap": 0}  # no table reads the half-sampling replicates
     assert v2.tasks == ("tissue", "hemisphere_tissue", "hemisphere_mask", "hemispheres", "liver", "cardiac_cavities", "cardiac", "thorax")
     assert v2.reserves == ("white_matter", "grey_matter")
     assert v2.held_out == ("anterior_mask", "ct_structures", "cardiac_lv") and v2.held_out_reserves == ("hemisphere_wm", "ct_spine")

@@ -30,10 +30,10 @@ def test_template_volumes_hold_grey_and_white_matter():
 
 def test_pretext_pieces_behave():
     rng = np.random.default_rng(0)
-    keep = demo_zoo._mask_blocks(rng, 8)
+    keep = demo_zoo.mask_blocks(rng, 8)
     assert keep.shape == (8, 1, 32, 32, 32) and 0.3 < 1 - keep.float().mean() < 0.9
     x = rng.normal(size=(32, 32, 32)).astype(np.float32)
-    assert not np.array_equal(demo_zoo._genesis_corrupt(rng, x), x)
+    assert not np.array_equal(demo_zoo.genesis_corrupt(rng, x), x)
     z = torch.randn(4, 16)
     aligned = demo_zoo.nt_xent(torch.cat([z, z]))
     shuffled = demo_zoo.nt_xent(torch.cat([z, torch.randn(4, 16)]))
