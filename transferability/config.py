@@ -58,6 +58,11 @@ class ScoringConfig:
     n_bootstrap: int = 200  # half-sampling replicates over the pilot cases (seed: `seed`); 0 = none
     precision: Precision = "mixed"  # not hashed: see numeric_mode
     extra: dict[str, Any] = field(default_factory=dict)
+    lbtc_patch_step: float | None = None  # LBTC patch points this many model voxels apart at every stage; None: one stage voxel
+
+    OPTIONAL = ("lbtc_patch_step",)
+    """Fields written by `to_dict` (and so hashed) only when set, so the configs and hashes of scores that
+    do not use them read as they did before the fields existed."""
 
     def __post_init__(self) -> None:
         if self.n_samples < 2:
@@ -82,6 +87,8 @@ class ScoringConfig:
             raise ValueError("sw_overlap must be in [0, 1)")
         if self.precision not in ("mixed", "fp32"):
             raise ValueError("precision must be one of mixed, fp32")
+        if self.lbtc_patch_step is not None and not (isinstance(self.lbtc_patch_step, (int, float)) and 0 < self.lbtc_patch_step <= 64):
+            raise ValueError("lbtc_patch_step must be a number in (0, 64] or None")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "ScoringConfig":
@@ -101,6 +108,9 @@ class ScoringConfig:
         for key in ("grtd_stages", "lbtc_stages"):
             if out[key] is not None:
                 out[key] = list(out[key])
+        for key in self.OPTIONAL:
+            if out[key] is None:
+                del out[key]
         return out
 
     def canonical_json(self) -> str:

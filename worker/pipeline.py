@@ -229,7 +229,8 @@ def _gather(
         if idx_anc.size and anchors is not None:
             layout = case_layout(case, fm.preprocessing, fm.coarsest_stride, config.sw_overlap)  # type: ignore[arg-type]
             for stage in lbtc_stages:
-                step = layout.stride_in_original(fm.stage(stage).stride)
+                grid_step = fm.stage(stage).stride if config.lbtc_patch_step is None else (config.lbtc_patch_step,) * 3
+                step = layout.stride_in_original(grid_step)
                 pts, mask = patch_grid(anchors.coords[idx_anc], step, config.k, [case.shape] * idx_anc.size)
                 patch_sel[stage] = mask
                 out.patch_mask[stage][idx_anc] = mask

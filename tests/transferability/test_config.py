@@ -62,3 +62,15 @@ def test_round_trip():
 def test_bad_config_is_a_clear_error(bad, match):
     with pytest.raises(ValueError, match=match):
         ScoringConfig.from_dict(bad)
+
+
+def test_lbtc_patch_step_is_optional_and_hashed_only_when_set():
+    """Configs that do not set it keep their dict and hash (stored scores stay valid)."""
+    base = ScoringConfig()
+    assert "lbtc_patch_step" not in base.to_dict() and ScoringConfig.from_dict(base.to_dict()) == base
+    step = ScoringConfig(lbtc_patch_step=2)
+    assert step.to_dict()["lbtc_patch_step"] == 2 and step.hash() != base.hash()
+    assert ScoringConfig.from_dict(step.to_dict()) == step
+    for bad in (0, -1, 100, "2"):
+        with pytest.raises(ValueError, match="lbtc_patch_step"):
+            ScoringConfig(lbtc_patch_step=bad)

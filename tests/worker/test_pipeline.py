@@ -101,6 +101,32 @@ def test_points_are_model_independent_and_patch_steps_follow_the_stage_stride(nn
         np.testing.assert_allclose(got, pts[mask], rtol=0, atol=1e-9)
 
 
+def test_lbtc_patch_step_fixes_the_patch_spacing_at_every_stage(nnssl_full, monkeypatch):
+    """`lbtc_patch_step` = 1: patch points one model voxel apart at the deep stages too, so LBTC reads
+    other points and moves; GRTD does not."""
+    path, _ = nnssl_full
+    calls: list[dict] = []
+    real = pipeline.extract_case
+
+    def spy(fm, case, queries, **kw):
+        calls.append({k: v.copy() for k, v in queries.items()})
+        return real(fm, case, queries, **kw)
+
+    monkeypatch.setattr(pipeline, "extract_case", spy)
+    base = ScoringConfig(n_samples=240, n_anchors=40, k=3, lbtc_stages=("enc2",), n_bootstrap=0)
+    a = pipeline.score_model(_spec(), path, _cases(), base, device="cpu")
+    b = pipeline.score_model(_spec(), path, _cases(), ScoringConfig(**{**base.to_dict(), "lbtc_stages": ("enc2",), "lbtc_patch_step": 1}),
+                             device="cpu")
+    cases = _cases()
+    anchors = boundary_anchors([c.label for c in cases], 40, base.seed)
+    for m, c in enumerate(calls[len(cases):]):
+        shape = np.asarray(cases[m].shape)
+        step = shape / np.asarray(resampled_shape(shape, cases[m].spacing, (1.0, 1.0, 1.0)))  # one model voxel on the case's grid
+        pts, mask = patch_grid(anchors.coords[anchors.case == m], step, 3, [cases[m].shape] * int((anchors.case == m).sum()))
+        np.testing.assert_allclose(c["enc2"], pts[mask], rtol=0, atol=1e-9)
+    assert a.grtd == b.grtd and a.lbtc != b.lbtc and a.config_hash != b.config_hash
+
+
 def test_bad_configs_are_clear_errors(nnssl_full):
     path, _ = nnssl_full
     with pytest.raises(ValueError, match="unknown stage"):
