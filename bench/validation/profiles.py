@@ -40,6 +40,18 @@ SCORING_V2: dict[str, Any] = {"n_bootstrap": 0}
 pilot cases (`n_bootstrap`): no table uses them, and they cost about as much as the rest of a score.
 Every value the tables read (GRTD, LBTC, baselines, the control) is computed on all cases either way."""
 
+STUDY_PASSES: dict[str, dict[str, Any]] = {
+    "E3": {"grtd_stages": ["enc2", "enc3"], "baseline_stage": "enc3"},
+    "E2": {"grtd_stages": ["enc2", "enc3"], "baseline_stage": "enc2"},
+    "P2": {"lbtc_patch_step": 2, "baselines": False},
+    "P4": {"lbtc_patch_step": 4, "baselines": False},
+}
+"""The method study's extra scoring passes (docs/method-study.md), decoder kaiming 0, admitted tuning
+tasks only: GRTD on the two deepest encoder stages with the baselines on the deepest (E3) or the
+second-deepest (E2) encoder stage, and LBTC with patches of a fixed physical size (P2, P4: points 2
+or 4 model voxels apart at every stage). Their records sit beside v2's, under `pass_scores`; the v2
+report does not read them."""
+
 FROZEN_SEED_OFFSET = 100
 """Frozen-encoder truth seeds are the fine-tune seeds + 100 (independent runs, not snapshots)."""
 
@@ -106,6 +118,7 @@ class Profile:
         ("gaussian", 0, 1),
     )
     scoring: dict[str, Any] = field(default_factory=lambda: dict(SCORING_V2))  # ScoringConfig overrides
+    score_passes: dict[str, dict[str, Any]] = field(default_factory=dict)  # extra scoring passes on the tuning tasks
     shuffles: int = 1  # label permutations per (model, task) in the control
     n_boot: int = 2000  # bootstrap replicates and permutation draws of the report's intervals and p-values
     jobs: int = 2  # worker processes (one torch thread each)
@@ -137,6 +150,7 @@ PROFILES: dict[str, Profile] = {
         admission=Admission(random_dice=(0.0, 1.0), spread_over_noise=0.0),
         decoders=(("kaiming", 0, 1), ("kaiming", 1, 1), ("xavier", 0, 1), ("gaussian", 0, 1)),
         scoring={**SCORING_V2, "n_samples": 256, "n_anchors": 32},
+        score_passes={"E3": STUDY_PASSES["E3"]},
         n_boot=200,
     ),
     "v2": Profile(
@@ -152,6 +166,7 @@ PROFILES: dict[str, Profile] = {
         frozen=dict(FROZEN_V2),
         seed_rule=SeedRule(),
         admission=Admission(),
+        score_passes=dict(STUDY_PASSES),
     ),
 }
 

@@ -635,13 +635,13 @@ def write_report(results: dict[str, Any], out_dir: Path, machine: Mapping[str, A
 
     Everything is built from `results` as read back from its JSON (tuples as lists, keys sorted, NaN
     as None), so `run` and a later `report` from the committed file write the same bytes."""
-    from bench.validation.run import _finite
+    from bench.validation.run import json_safe
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = json.loads(json.dumps(_finite({k: v for k, v in results.items() if k != "tables"}), sort_keys=True))
+    results = json.loads(json.dumps(json_safe({k: v for k, v in results.items() if k != "tables"}), sort_keys=True))
     tables = build_tables(results)
-    text = json.dumps(_finite({**results, "tables": tables}), indent=1, sort_keys=True) + "\n"
+    text = json.dumps(json_safe({**results, "tables": tables}), indent=1, sort_keys=True) + "\n"
     (out_dir / "results.json").write_text(text)
     tables = json.loads(text)["tables"]  # rendered as read back, like every later reader of the file
     (out_dir / "report.md").write_text(render_markdown(results, tables, machine))

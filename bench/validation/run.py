@@ -67,7 +67,7 @@ class Cache:
         p = self.path(kind, key)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(_finite(value), sort_keys=True))
+        tmp.write_text(json.dumps(json_safe(value), sort_keys=True))
         os.replace(tmp, p)
 
 
@@ -84,7 +84,7 @@ def export_records(path: Path, items: Sequence[dict[str, Any]], records: Mapping
 
     kinds = {it["key"]: it["kind"] for it in items}
     keys = sorted(k for k in kinds if k in records)
-    lines = "".join(json.dumps({"kind": kinds[k], "key": k, "record": _finite(records[k])}, sort_keys=True) + "\n" for k in keys)
+    lines = "".join(json.dumps({"kind": kinds[k], "key": k, "record": json_safe(records[k])}, sort_keys=True) + "\n" for k in keys)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
@@ -118,12 +118,12 @@ def import_records(path: Path, items: Sequence[dict[str, Any]] | None, cache: Ca
     return seeded
 
 
-def _finite(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """JSON-safe: numpy scalars to Python, NaN/inf to None."""
     if isinstance(obj, dict):
-        return {str(k): _finite(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and not math.isfinite(obj):
@@ -170,13 +170,15 @@ def finetune_config(spec_finetune: dict[str, Any], profile: Profile, seed: int, 
     return FinetuneConfig.from_dict(cfg).to_dict()
 
 
-def scoring_config(profile: Profile, key: DecoderKey) -> dict[str, Any]:
-    """The scoring config of one (model, task, decoder) item. The GRTD variant is pinned to the
-    spec's so the cache does not depend on the code default (both variants are computed anyway)."""
+def scoring_config(profile: Profile, key: DecoderKey, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The scoring config of one (model, task, decoder) item, with a scoring pass's `overrides`. The
+    GRTD variant is pinned to the spec's so the cache does not depend on the code default (both
+    variants are computed anyway)."""
     from transferability.config import ScoringConfig
 
     init, seed, n = key
-    cfg = ScoringConfig.from_dict({**profile.scoring, "decoder_init": init, "decoder_seed": seed, "n_decoders": n, "grtd_variant": "contracted"})
+    cfg = ScoringConfig.from_dict({**profile.scoring, **(overrides or {}), "decoder_init": init, "decoder_seed": seed, "n_decoders": n,
+                                   "grtd_variant": "contracted"})
     return cfg.to_dict()
 
 
@@ -722,23 +724,29 @@ class Planner:
                               "protocol": protocol, "group": group, "label": f"{protocol} {t.name} {m.name} seed {seed}"})
         return items
 
-    def score_items(self, spec: Any, group: str) -> list[dict[str, Any]]:
+    def score_items(self, task_spec: Any, group: str) -> list[dict[str, Any]]:
+        """Every score of a task: the decoder sweep (the first carries the control), then the profile's
+        extra scoring passes (`score_passes`, decoder kaiming 0) on the tuning tasks."""
         items = []
-        t = self.task_input(spec)
-        sealed = self.is_sealed(spec)
+        t = self.task_input(task_spec)
+        sealed = self.is_sealed(task_spec)
+        configs: list[tuple[str, dict[str, Any], bool, int, str | None]] = [
+            (decoder_label(dk), scoring_config(self.profile, dk), j == 0, 1 if j == 0 else 2, None)
+            for j, dk in enumerate(self.profile.decoders)]
+        if group == "tuning":
+            configs += [(f"pass-{name}", scoring_config(self.profile, ("kaiming", 0, 1), overrides), False, 3, name)
+                        for name, overrides in self.profile.score_passes.items()]
         for m in self.zoo:
-            spec = model_spec_for_task(m, t)
-            base = self._base(t, m, spec)
-            common = self._common(t, m, spec)
-            for j, dk in enumerate(self.profile.decoders):
-                cfg = scoring_config(self.profile, dk)
-                control = j == 0
+            mspec = model_spec_for_task(m, t)
+            base = self._base(t, m, mspec)
+            common = self._common(t, m, mspec)
+            for label, cfg, control, phase, pass_name in configs:
                 inputs = {**base, "scoring_config": cfg, "scoring_code": self.versions["scoring"],
                           "control_shuffles": self.profile.shuffles if control else 0, "device": self.device, "cache_version": CACHE_VERSION}
                 items.append({**common, "kind": "score", "key": digest(inputs), "inputs": inputs, "config": cfg, "control": control,
-                              "phase": 1 if control else 2, "group": group, "sealed": sealed,
+                              "phase": phase, "group": group, "sealed": sealed, "pass": pass_name,
                               "freeze_committed": bool(self.freeze.get("committed")), "shuffles": self.profile.shuffles,
-                              "decoder": decoder_label(dk), "label": f"score {t.name} {m.name} {decoder_label(dk)}"})
+                              "decoder": label, "label": f"score {t.name} {m.name} {label}"})
         return items
 
     def _base(self, t: TaskInput, m: Any, spec: dict[str, Any]) -> dict[str, Any]:
@@ -837,7 +845,7 @@ def execute(
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 out = fut.result()  # a failing item stops the run; what finished stays cached
-                records[out["key"]] = json.loads(json.dumps(_finite(out["record"])))  # as a rerun reads it from the cache
+                records[out["key"]] = json.loads(json.dumps(json_safe(out["record"])))  # as a rerun reads it from the cache
                 done += 1
                 secs = _record_seconds(out["record"])
                 elapsed = time.perf_counter() - t0
@@ -876,6 +884,7 @@ def collect(states: Sequence[TaskState], zoo: Sequence[Any], profile: Profile, p
     truth: dict[str, Any] = {n: {} for n in names}
     frozen: dict[str, Any] = {n: {} for n in names}
     scores: dict[str, Any] = {}
+    pass_scores: dict[str, Any] = {}
     for it in items:
         rec = records.get(it["key"])
         if rec is None:
@@ -897,7 +906,10 @@ def collect(states: Sequence[TaskState], zoo: Sequence[Any], profile: Profile, p
             if "control" in rec:
                 entry["control"] = rec["control"]
                 entry["ccfv_only"] = rec["ccfv_only"]
-            scores.setdefault(t, {}).setdefault(it["decoder"], {})[m] = entry
+            if it.get("pass"):
+                pass_scores.setdefault(t, {}).setdefault(it["pass"], {})[m] = entry
+            else:
+                scores.setdefault(t, {}).setdefault(it["decoder"], {})[m] = entry
     roster = []
     for st in states:
         roster.append({"task": st.spec.name, "group": st.group, "reserve": st.reserve, "replaces": st.replaces, "seeds": st.seeds,
@@ -923,6 +935,7 @@ def collect(states: Sequence[TaskState], zoo: Sequence[Any], profile: Profile, p
         "truth": truth,
         "truth_frozen": frozen,
         "scores": scores,
+        "pass_scores": pass_scores,
     }
 
 

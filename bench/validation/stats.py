@@ -204,12 +204,14 @@ def _weighted_tau_batch(x: NDArray, y: NDArray, valid: NDArray) -> NDArray[np.fl
 
 
 def _task_taus(
-    S: NDArray, T: NDArray, index: NDArray[np.intp]
+    S: NDArray, T: NDArray, index: NDArray[np.intp], constant_score_tau: float | None = None
 ) -> NDArray[np.float64]:
     """Weighted tau (metrics, rows, tasks) with the models of each row resampled by `index` (rows, n).
 
     A model drawn several times appears as tied duplicates. Tau is NaN where fewer than
-    MIN_MODELS distinct models with a finite score and truth were drawn.
+    MIN_MODELS distinct models with a finite score and truth were drawn. With `constant_score_tau`,
+    a row whose drawn scores are all equal while the drawn truth is not gets that value instead of
+    NaN (a metric that fails to rank is then not rewarded by being left out).
     """
     n_metrics, n_tasks, n_models = S.shape
     rows = index.shape[0]
@@ -224,7 +226,14 @@ def _task_taus(
             if not enough.any():
                 continue
             x = S[i, k][index]
-            tau = _weighted_tau_batch(x, y, ok_model[index])
+            valid = ok_model[index]
+            tau = _weighted_tau_batch(x, y, valid)
+            if constant_score_tau is not None:
+                xv, yv = np.where(valid, x, np.nan), np.where(valid, y, np.nan)
+                with np.errstate(invalid="ignore"):
+                    flat_x = (np.nanmax(xv, axis=1) - np.nanmin(xv, axis=1)) == 0
+                    varied_y = (np.nanmax(yv, axis=1) - np.nanmin(yv, axis=1)) > 0
+                tau[flat_x & varied_y] = constant_score_tau
             tau[~enough] = np.nan
             out[i, :, k] = tau
     return out
@@ -460,6 +469,7 @@ def bootstrap_tau_replicates(
     *,
     n_boot: int = 2000,
     seed: int = 0,
+    constant_score_tau: float | None = None,
 ) -> dict[str, Any]:
     """The two-level bootstrap replicates of every metric's mean weighted tau over `tasks`.
 
@@ -484,6 +494,9 @@ def bootstrap_tau_replicates(
     seed : int, default 0
         The replicates depend only on (seed, n_boot, number of models, number of tasks), not on the
         metrics: the same call with other metrics draws the same replicates.
+    constant_score_tau : float, optional
+        The tau of a metric whose (drawn) scores are all equal on a task whose truth is not: None
+        (default) leaves it undefined and skipped; the method study counts it 0.
 
     Returns
     -------
@@ -503,8 +516,8 @@ def bootstrap_tau_replicates(
     task_counts = np.zeros((n_boot, n_tasks))
     np.add.at(task_counts, (np.arange(n_boot)[:, None], task_idx), 1.0)
 
-    observed_taus = _task_taus(S, T, np.arange(n_models)[None, :])[:, 0, :]  # (metrics, tasks)
-    taus = _task_taus(S, T, model_idx)  # (metrics, n_boot, tasks)
+    observed_taus = _task_taus(S, T, np.arange(n_models)[None, :], constant_score_tau)[:, 0, :]  # (metrics, tasks)
+    taus = _task_taus(S, T, model_idx, constant_score_tau)  # (metrics, n_boot, tasks)
     reps = _finite_mean(taus, task_counts[None, :, :], axis=-1)  # (metrics, n_boot)
     observed = _finite_mean(observed_taus, np.ones(n_tasks), axis=-1)
     return {
@@ -536,6 +549,7 @@ def bootstrap_mean_tau(
     *,
     n_boot: int = 2000,
     seed: int = 0,
+    constant_score_tau: float | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Mean weighted tau over `tasks` per metric, with its two-level bootstrap 95 % interval.
 
@@ -544,7 +558,7 @@ def bootstrap_mean_tau(
 
     Parameters
     ----------
-    scores, truth, tasks, models, n_boot, seed
+    scores, truth, tasks, models, n_boot, seed, constant_score_tau
         As in `bootstrap_tau_replicates`.
 
     Returns
@@ -555,7 +569,7 @@ def bootstrap_mean_tau(
         ``n_tasks`` (tasks with a defined observed tau), ``n_boot`` (finite replicates),
         ``replicates`` (the array of replicate means, for further paired use)}.
     """
-    rep = bootstrap_tau_replicates(scores, truth, tasks, models, n_boot=n_boot, seed=seed)
+    rep = bootstrap_tau_replicates(scores, truth, tasks, models, n_boot=n_boot, seed=seed, constant_score_tau=constant_score_tau)
     out = {}
     for m in rep["metrics"]:
         lo, hi, se, n_ok = _interval(rep["replicates"][m])
@@ -575,6 +589,7 @@ def paired_differences(
     models: Sequence[str] | None = None,
     n_boot: int = 2000,
     seed: int = 0,
+    constant_score_tau: float | None = None,
 ) -> dict[tuple[str, str], dict[str, float]]:
     """Mean tau(a) - mean tau(b) for metric pairs, on the SAME two-level bootstrap replicates.
 
@@ -583,7 +598,7 @@ def paired_differences(
 
     Parameters
     ----------
-    scores, truth, tasks, models, n_boot, seed
+    scores, truth, tasks, models, n_boot, seed, constant_score_tau
         As in `bootstrap_tau_replicates` (the same seed gives the replicates of
         `bootstrap_mean_tau`).
     pairs : sequence of (metric a, metric b)
@@ -607,7 +622,7 @@ def paired_differences(
         missing = [x for x in p if x not in scores]
         if missing:
             raise ValueError(f"pair {tuple(p)!r} names metrics without scores: {missing}")
-    rep = bootstrap_tau_replicates(scores, truth, tasks, models, n_boot=n_boot, seed=seed)
+    rep = bootstrap_tau_replicates(scores, truth, tasks, models, n_boot=n_boot, seed=seed, constant_score_tau=constant_score_tau)
     out: dict[tuple[str, str], dict[str, float]] = {}
     for a, b in pairs:
         a, b = str(a), str(b)

@@ -267,3 +267,14 @@ def test_bad_inputs_raise_clear_errors() -> None:
         permutation_pvalue(scores, truth, tasks, models=["m00", "m01", "zz"], draws=10)
     with pytest.raises(TypeError, match="expected a number"):
         bootstrap_mean_tau({"x": {"t0": {"m00": "high"}}}, truth, tasks, n_boot=10)
+
+
+def test_a_constant_score_counts_as_chosen_instead_of_being_skipped():
+    """`constant_score_tau=0`: a metric that cannot rank a task scores 0 there (the method study's
+    rule), observed and in every replicate; by default the task is skipped."""
+    truth = {t: {f"m{i}": 0.1 * i + j for i in range(6)} for j, t in enumerate(("a", "b"))}
+    scores = {"flat_on_a": {"a": {f"m{i}": 1.0 for i in range(6)}, "b": {f"m{i}": 0.1 * i for i in range(6)}}}
+    skip = bootstrap_mean_tau(scores, truth, ["a", "b"], n_boot=50, seed=1)["flat_on_a"]
+    zero = bootstrap_mean_tau(scores, truth, ["a", "b"], n_boot=50, seed=1, constant_score_tau=0.0)["flat_on_a"]
+    assert skip["mean"] == 1.0 and skip["n_tasks"] == 1
+    assert zero["mean"] == 0.5 and zero["n_tasks"] == 2 and zero["hi"] <= 1.0 and zero["lo"] >= 0.0

@@ -20,7 +20,7 @@ from bench.validation.report import (
     embed_in_docs,
     render_markdown,
 )
-from bench.validation.run import _finite
+from bench.validation.run import json_safe
 
 RESULTS = ROOT / "results" / "validation" / "v2"
 PLACEHOLDER = "No v2 report yet"
@@ -39,7 +39,7 @@ def test_committed_tables_are_what_the_analysis_computes_from_the_raw_results() 
         return
     data = json.loads((RESULTS / "results.json").read_text())
     stored = data.pop("tables")
-    assert _finite(build_tables(data)) == stored
+    assert json_safe(build_tables(data)) == stored
 
 
 def test_committed_report_is_rendered_from_the_results_and_embedded_in_the_docs() -> None:

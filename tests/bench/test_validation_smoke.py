@@ -51,6 +51,9 @@ def test_roster_truths_and_the_seal(smoke: dict) -> None:
     # the sealed task has its truth and no score anywhere
     assert "anterior_mask" not in data["scores"] and not roster["anterior_mask"]["scored"]
     assert set(data["scores"]) == {"hemisphere_mask", "cardiac_cavities"}
+    # the method study's extra scoring pass (smoke: E3 only), on the tuning tasks only
+    assert set(data["pass_scores"]) == {"hemisphere_mask", "cardiac_cavities"}
+    assert all(set(p) == {"E3"} and len(p["E3"]) == 5 for p in data["pass_scores"].values())
     assert data["freeze"]["committed"] is False
     import gzip
 
